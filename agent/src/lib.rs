@@ -1,0 +1,1 @@
+//! Terarchitect agent: runner, Director and OpenCode worker that turn a ticket into a pull request

@@ -1,0 +1,1 @@
+//! Terarchitect Kubernetes operator: AgentJob CRD, queue dispatcher and Job reconciler
