@@ -1,0 +1,69 @@
+//! The agent's step log (`execution_logs`).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Db, DbResult, now, with_db};
+
+/// A log entry to store.
+#[derive(Debug, Clone)]
+pub struct NewLog {
+    pub project_id: Uuid,
+    pub ticket_id: Uuid,
+    pub session_id: String,
+    pub step: String,
+    pub summary: String,
+    pub raw_output: Option<String>,
+}
+
+/// A stored log entry as the UI reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogRow {
+    pub id: Uuid,
+    pub step: Option<String>,
+    pub summary: Option<String>,
+    pub raw_output: Option<String>,
+    pub success: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Db {
+    /// Stores a log entry in one statement, only if the ticket belongs to the project.
+    /// Returns the new id, or None when the ticket is not in the project.
+    pub async fn insert_log(&self, log: &NewLog) -> DbResult<Option<Uuid>> {
+        let id = Uuid::new_v4();
+        with_db!(self, pool => {
+            let done = sqlx::query(
+                "INSERT INTO execution_logs (id, project_id, ticket_id, session_id, step, summary, raw_output, \
+                   success, created_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, TRUE, $8 \
+                 WHERE EXISTS (SELECT 1 FROM tickets WHERE id = $3 AND project_id = $2)",
+            )
+            .bind(id)
+            .bind(log.project_id)
+            .bind(log.ticket_id)
+            .bind(&log.session_id)
+            .bind(&log.step)
+            .bind(&log.summary)
+            .bind(&log.raw_output)
+            .bind(now())
+            .execute(pool)
+            .await?;
+            Ok((done.rows_affected() == 1).then_some(id))
+        })
+    }
+
+    /// A ticket's log entries, oldest first.
+    pub async fn list_logs(&self, project_id: Uuid, ticket_id: Uuid) -> DbResult<Vec<LogRow>> {
+        with_db!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT id, step, summary, raw_output, success, created_at FROM execution_logs \
+                 WHERE ticket_id = $1 AND project_id = $2 ORDER BY created_at, seq",
+            )
+            .bind(ticket_id)
+            .bind(project_id)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! The HTTP API: routes, middleware, the OpenAPI document, health and metrics.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+mod memory;
+pub mod models;
+mod notes;
+mod projects;
+mod queue;
+mod settings;
+mod tickets;
+mod worker;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+pub use projects::SETUP_TICKET_TITLE;
+pub use tickets::messages;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Terarchitect API",
+        description = "Projects, tickets, settings, the agent job queue, memory and the worker API.",
+    ),
+    modifiers(&WorkerTokenScheme),
+    tags(
+        (name = "worker", description = "Agent-facing ticket endpoints (Bearer worker token)"),
+        (name = "queue", description = "The agent job queue (Bearer worker token)"),
+        (name = "memory", description = "Project memory (Bearer worker token)"),
+    )
+)]
+struct ApiDoc;
+
+struct WorkerTokenScheme;
+
+impl utoipa::Modify for WorkerTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "worker_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Options of the router.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+fn local_origin(origin: &HeaderValue) -> bool {
+    let Ok(o) = origin.to_str() else { return false };
+    ["http://localhost", "http://127.0.0.1"]
+        .iter()
+        .any(|prefix| {
+            o.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty()
+                    || rest
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+            })
+        })
+}
+
+/// Builds the whole application router and its OpenAPI document.
+pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
+    let worker_routes = worker::router()
+        .merge(queue::router())
+        .merge(memory::router())
+        .route_layer(from_fn_with_state(state.clone(), auth::require_worker_auth));
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(projects::router())
+        .merge(tickets::router())
+        .merge(notes::router())
+        .merge(settings::router())
+        .merge(worker_routes)
+        .split_for_parts();
+    let openapi_json = Arc::new(openapi.to_json().expect("the OpenAPI document serialises"));
+
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|origin, _| local_origin(origin)))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([CONTENT_TYPE]);
+
+    api.route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = openapi_json.clone();
+            async move {
+                (
+                    [(CONTENT_TYPE, "application/json")],
+                    doc.as_str().to_owned(),
+                )
+            }
+        }),
+    )
+    .route("/health", get(health))
+    .route("/readyz", get(ready))
+    .route("/metrics", get(metrics))
+    .fallback(error::not_found)
+    .method_not_allowed_fallback(error::method_not_allowed)
+    .layer(cors)
+    .layer(DefaultBodyLimit::max(opts.max_body_bytes))
+    .layer(from_fn_with_state(
+        state.metrics.clone(),
+        crate::metrics::track,
+    ))
+    .layer(TraceLayer::new_for_http())
+    .layer(CatchPanicLayer::custom(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "Internal server error"})),
+        )
+            .into_response()
+    }))
+    .with_state(state)
+}
+
+/// Liveness, as the original: always healthy while the process serves.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "healthy"}))
+}
+
+/// Readiness: the database answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "database unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus metrics; the queue depth is read fresh on each scrape.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.db.queue_depth().await {
+        Ok(counts) => state.metrics.set_queue_depth(&counts),
+        Err(e) => tracing::warn!(error = %e, "cannot read queue depth for metrics"),
+    }
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_origin;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn cors_allows_only_local_origins() {
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+            "http://localhost",
+        ] {
+            assert!(local_origin(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.com",
+            "https://localhost:3000",
+            "http://example.com",
+            "http://localhost:80x",
+        ] {
+            assert!(!local_origin(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}

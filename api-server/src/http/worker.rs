@@ -1,0 +1,310 @@
+//! Agent-facing ticket endpoints (worker auth): worker-context, logs, ticket completion, the
+//! cancel flag, and enqueueing review jobs.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use terarchitect_worker_api::{
+    CancelRequested, CompleteTicketResponse, EnqueueReviewRequest, JobState, LogResponse,
+    WorkerContext,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, OptionalJsonBody, PathParams};
+use super::queue::job_state;
+use crate::db::{DbError, NewLog, NewReviewJob};
+use crate::state::AppState;
+use crate::worker_context::{self, COLUMN_QUERY_LIMIT, ContextInputs};
+
+/// Longest stored step name (characters).
+pub const MAX_STEP_CHARS: usize = 100;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_worker_context))
+        .routes(routes!(post_log))
+        .routes(routes!(complete_ticket))
+        .routes(routes!(cancel_requested))
+        .routes(routes!(enqueue_review_job))
+}
+
+fn ticket_not_found() -> ApiError {
+    ApiError::not_found("Ticket not found")
+}
+
+/// Full context for the agent working on a ticket.
+#[utoipa::path(get, path = "/api/projects/{project_id}/tickets/{ticket_id}/worker-context", tag = "worker",
+    params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
+    security(("worker_token" = [])),
+    responses((status = 200, body = WorkerContext), (status = 401), (status = 404)))]
+async fn get_worker_context(
+    State(state): State<AppState>,
+    PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
+) -> ApiResult<Json<WorkerContext>> {
+    let failed = |e: DbError| {
+        tracing::error!(error = %e, "worker-context failed");
+        ApiError::Internal(format!("Failed to load context: {e}"))
+    };
+    let (project, ticket) =
+        tokio::try_join!(state.db.get_project(pid), state.db.get_ticket(pid, tid))
+            .map_err(failed)?;
+    let (Some(project), Some(ticket)) = (project, ticket) else {
+        return Err(ticket_not_found());
+    };
+    let (graph, notes, backlog, in_progress, done, settings) = tokio::try_join!(
+        state.db.get_graph(pid),
+        state.db.list_notes(pid),
+        state
+            .db
+            .recent_tickets_in_column(pid, "backlog", worker_context::BACKLOG_LIMIT as i64),
+        state
+            .db
+            .recent_tickets_in_column(pid, "in_progress", COLUMN_QUERY_LIMIT),
+        state
+            .db
+            .recent_tickets_in_column(pid, "done", COLUMN_QUERY_LIMIT),
+        state.settings.resolve(),
+    )
+    .map_err(failed)?;
+    let mut agent_settings = settings.agent_settings();
+    if state.policy.redact_context_secrets {
+        worker_context::redact_secrets(&mut agent_settings);
+    }
+    let ctx = worker_context::build(ContextInputs {
+        project: &project,
+        ticket: &ticket,
+        graph: graph.as_ref().map(|g| (&g.nodes.0, &g.edges.0)),
+        notes: &notes,
+        backlog,
+        in_progress,
+        done,
+        agent_settings,
+    });
+    Ok(Json(ctx))
+}
+
+/// Body of a log POST; wrong field types are rejected.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+struct LogBody {
+    session_id: Option<String>,
+    step: Option<String>,
+    summary: Option<String>,
+    raw_output: Option<String>,
+}
+
+/// Append an entry to the ticket's agent log.
+#[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/logs", tag = "worker",
+    params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
+    request_body = terarchitect_worker_api::LogEntry,
+    security(("worker_token" = [])),
+    responses((status = 200, body = LogResponse), (status = 400), (status = 401), (status = 404)))]
+async fn post_log(
+    State(state): State<AppState>,
+    PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody<LogBody>,
+) -> ApiResult<Json<LogResponse>> {
+    let session_id = body.session_id.as_deref().map(str::trim).unwrap_or("");
+    if session_id.is_empty() {
+        if !state.db.ticket_exists(pid, tid).await? {
+            return Err(ticket_not_found());
+        }
+        return Err(ApiError::bad_request("session_id is required"));
+    }
+    let step = body
+        .step
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("step");
+    let log = NewLog {
+        project_id: pid,
+        ticket_id: tid,
+        session_id: session_id.to_owned(),
+        step: step.chars().take(MAX_STEP_CHARS).collect(),
+        summary: body
+            .summary
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned(),
+        raw_output: body.raw_output,
+    };
+    let id = state
+        .db
+        .insert_log(&log)
+        .await?
+        .ok_or_else(ticket_not_found)?;
+    Ok(Json(LogResponse {
+        id,
+        message: "Logged".into(),
+    }))
+}
+
+/// Body of ticket complete: values are read leniently, as the original does.
+#[derive(Debug, Default, Deserialize)]
+struct CompleteBody {
+    pr_url: Option<Value>,
+    pr_number: Option<Value>,
+    summary: Option<Value>,
+    review_comment_body: Option<Value>,
+}
+
+fn optional_string(field: &str, v: Option<Value>) -> ApiResult<Option<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(format!("{field} must be a string"))),
+    }
+}
+
+/// `int()`-like reading of a pull request number; anything unreadable is null.
+fn lenient_int(v: Option<&Value>) -> Option<i32> {
+    let n = match v? {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f.trunc() as i64))?,
+        Value::String(s) => s.trim().parse::<i64>().ok()?,
+        _ => return None,
+    };
+    i32::try_from(n).ok()
+}
+
+/// Mark the ticket complete: status `completed`, column `in_review`, and the pull request
+/// recorded when `pr_url` is given. The summary and review reply are kept in the ticket's log.
+#[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/complete", tag = "worker",
+    params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
+    request_body = terarchitect_worker_api::CompleteTicketRequest,
+    security(("worker_token" = [])),
+    responses((status = 200, body = CompleteTicketResponse), (status = 400), (status = 401), (status = 404)))]
+async fn complete_ticket(
+    State(state): State<AppState>,
+    PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
+    OptionalJsonBody(body): OptionalJsonBody<CompleteBody>,
+) -> ApiResult<Json<CompleteTicketResponse>> {
+    let pr_url = optional_string("pr_url", body.pr_url)?
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty());
+    let pr_number = lenient_int(body.pr_number.as_ref());
+    let summary = optional_string("summary", body.summary)?;
+    let reply = optional_string("review_comment_body", body.review_comment_body)?;
+    if !state
+        .db
+        .complete_ticket(pid, tid, pr_url.as_deref(), pr_number)
+        .await?
+    {
+        return Err(ticket_not_found());
+    }
+    if summary.is_some() || reply.is_some() {
+        state
+            .db
+            .insert_log(&NewLog {
+                project_id: pid,
+                ticket_id: tid,
+                session_id: "api".into(),
+                step: "ticket_completed".into(),
+                summary: summary.unwrap_or_default(),
+                raw_output: reply,
+            })
+            .await?;
+    }
+    Ok(Json(CompleteTicketResponse {
+        message: "Complete".into(),
+        ticket_id: tid,
+    }))
+}
+
+/// Whether the ticket's run should stop.
+#[utoipa::path(get, path = "/api/projects/{project_id}/tickets/{ticket_id}/cancel-requested", tag = "worker",
+    params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
+    security(("worker_token" = [])),
+    responses((status = 200, body = CancelRequested), (status = 401), (status = 404)))]
+async fn cancel_requested(
+    State(state): State<AppState>,
+    PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
+) -> ApiResult<Json<CancelRequested>> {
+    let flag = state
+        .db
+        .cancel_requested(pid, tid)
+        .await?
+        .ok_or_else(ticket_not_found)?;
+    Ok(Json(CancelRequested {
+        cancel_requested: flag,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReviewBody {
+    pr_number: Option<Value>,
+    comment_body: Option<Value>,
+    github_comment_id: Option<Value>,
+}
+
+/// Enqueue a review job: address `comment_body` on pull request `pr_number` of the ticket.
+/// 409 when the ticket already has a pending or running job.
+#[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/review-jobs", tag = "worker",
+    params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
+    request_body = EnqueueReviewRequest,
+    security(("worker_token" = [])),
+    responses((status = 201, body = JobState), (status = 400), (status = 401), (status = 404), (status = 409)))]
+async fn enqueue_review_job(
+    State(state): State<AppState>,
+    PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody<ReviewBody>,
+) -> ApiResult<(StatusCode, Json<JobState>)> {
+    let pr_number = body
+        .pr_number
+        .as_ref()
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| ApiError::bad_request("pr_number (positive integer) is required"))?;
+    let comment_body = optional_string("comment_body", body.comment_body)?.unwrap_or_default();
+    let github_comment_id = match body.github_comment_id {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::bad_request("github_comment_id must be an integer"))?,
+        ),
+    };
+    let review = NewReviewJob {
+        pr_number,
+        comment_body,
+        github_comment_id,
+    };
+    let job = match state.db.enqueue_review_job(pid, tid, &review).await {
+        Ok(job) => job,
+        Err(DbError::NotFound(_)) => return Err(ticket_not_found()),
+        Err(DbError::Conflict(active)) => {
+            return Err(ApiError::Conflict(json!({
+                "error": "Ticket already has a pending or running job",
+                "job_id": active,
+            })));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.events.notify();
+    let cancel = state.db.cancel_requested(pid, tid).await?.unwrap_or(false);
+    Ok((StatusCode::CREATED, Json(job_state(job, cancel))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lenient_int;
+    use serde_json::json;
+
+    #[test]
+    fn pr_numbers_are_read_like_python_int() {
+        assert_eq!(lenient_int(Some(&json!(42))), Some(42));
+        assert_eq!(lenient_int(Some(&json!(" 7 "))), Some(7));
+        assert_eq!(lenient_int(Some(&json!(4.9))), Some(4));
+        assert_eq!(lenient_int(Some(&json!("4.2"))), None);
+        assert_eq!(lenient_int(Some(&json!("abc"))), None);
+        assert_eq!(lenient_int(Some(&json!(null))), None);
+        assert_eq!(lenient_int(None), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! Start-up and shutdown: open and migrate the database, build the state, serve HTTP and run
+//! the background tasks (lease sweeper, PostgreSQL job listener).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::{Db, DbError, DbOptions};
+use crate::http::{self, RouterOptions};
+use crate::memory::Memory;
+use crate::metrics::Metrics;
+use crate::queue::{self, JobEvents};
+use crate::settings::{EnvVars, Settings};
+use crate::state::{AppState, Policy};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Fail-closed mode without a worker API key.
+    #[error(
+        "--require-worker-api-key is set but no worker API key is configured (TERARCHITECT_WORKER_API_KEY)"
+    )]
+    NoWorkerKey,
+    /// The HTTP client for embeddings could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Opens the configured database (PostgreSQL URL, or the SQLite file) and migrates it.
+pub async fn open_database(config: &Config) -> Result<Db, DbError> {
+    let opts = DbOptions {
+        max_connections: config.db_max_connections,
+        ..DbOptions::default()
+    };
+    let db = match config.effective_database_url() {
+        Some(url) => Db::connect(&url, &opts).await?,
+        None => Db::open_sqlite_file(&config.sqlite_path, &opts).await?,
+    };
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The state the handlers share (tests use its database handle).
+    pub state: AppState,
+    shutdown: CancellationToken,
+    serve: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting connections, ends long polls, waits for in-flight requests (up to the
+    /// grace period) and stops the background tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        let mut serve = self.serve;
+        self.shutdown.cancelled().await;
+        if tokio::time::timeout(self.grace, &mut serve).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+            serve.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.db.close().await;
+    }
+}
+
+/// Opens the database, checks the configuration, binds and starts serving.
+pub async fn start(config: Config, env: EnvVars) -> Result<RunningServer, StartError> {
+    let db = open_database(&config).await?;
+    start_with_db(config, env, db).await
+}
+
+/// Like [`start`] with an already opened and migrated database.
+pub async fn start_with_db(
+    config: Config,
+    env: EnvVars,
+    db: Db,
+) -> Result<RunningServer, StartError> {
+    terarchitect_worker_api::ensure_crypto_provider();
+    let settings = Arc::new(Settings::new(
+        db.clone(),
+        env,
+        Duration::from_millis(config.settings_cache_ms),
+    ));
+    if !settings.encryption_available() {
+        tracing::warn!(
+            "TERARCHITECT_SECRET_KEY is missing or malformed: secrets cannot be stored through the settings API"
+        );
+    }
+    let key_configured = settings.resolve().await?.worker_api_key().is_some();
+    if !key_configured {
+        if config.require_worker_api_key {
+            return Err(StartError::NoWorkerKey);
+        }
+        tracing::warn!(
+            "no worker API key is configured: the worker API accepts unauthenticated calls"
+        );
+    }
+    let http_client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let shutdown = CancellationToken::new();
+    let events = JobEvents::new();
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState {
+        db: db.clone(),
+        settings,
+        memory: Memory::new(db.clone(), http_client),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        policy: Arc::new(Policy {
+            require_worker_api_key: config.require_worker_api_key,
+            default_lease_seconds: config.default_lease_seconds,
+            redact_context_secrets: config.redact_context_secrets,
+        }),
+        shutdown: shutdown.clone(),
+    };
+
+    let mut tasks = vec![tokio::spawn(queue::sweep_leases(
+        db.clone(),
+        events.clone(),
+        config.lease_sweep(),
+        config.max_attempts,
+        metrics,
+        shutdown.clone(),
+    ))];
+    if let Db::Postgres(pool) = &db {
+        tasks.push(tokio::spawn(queue::listen_for_jobs(
+            pool.clone(),
+            events,
+            shutdown.clone(),
+        )));
+    }
+
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let app = http::router(
+        state.clone(),
+        &RouterOptions {
+            max_body_bytes: config.max_body_bytes,
+        },
+    );
+    let stop = shutdown.clone();
+    let serve = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, backend = db.backend_name(), "terarchitect api-server listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown,
+        serve,
+        tasks,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    })
+}

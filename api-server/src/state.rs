@@ -1,0 +1,41 @@
+//! Shared state of the HTTP handlers.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
+use crate::memory::Memory;
+use crate::metrics::Metrics;
+use crate::queue::JobEvents;
+use crate::settings::Settings;
+
+/// Queue and security options the handlers need.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Refuse worker calls when no worker API key is configured.
+    pub require_worker_api_key: bool,
+    /// Lease given to claimers that do not ask for one.
+    pub default_lease_seconds: u32,
+    /// Blank secret values in worker-context's agent_settings.
+    pub redact_context_secrets: bool,
+}
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub memory: Memory,
+    pub events: JobEvents,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<Policy>,
+    /// Cancelled when the server shuts down (ends long polls early).
+    pub shutdown: CancellationToken,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}

@@ -1,0 +1,8 @@
+//! HTTP-level tests of the api-server, each run on PostgreSQL and on SQLite.
+
+mod common;
+mod errors;
+mod projects;
+mod queue;
+mod settings;
+mod worker;
