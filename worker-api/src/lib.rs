@@ -4,10 +4,12 @@
 //! the operator and the agent (which call them through [`WorkerApiClient`]).
 
 pub mod client;
+pub mod outcome;
 pub mod types;
 
 pub use client::{
     ClaimOutcome, EXTENSIONS_HEADER, EXTENSIONS_VERSION, HeartbeatOutcome, JobReport,
     WorkerApiClient, WorkerApiError, ensure_crypto_provider,
 };
+pub use outcome::AgentOutcome;
 pub use types::*;
