@@ -88,6 +88,10 @@ pub struct Config {
     )]
     pub redact_context_secrets: bool,
 
+    /// Memory for cached worker-context documents, in bytes (0 disables the cache).
+    #[arg(long, env = "TERARCHITECT_CONTEXT_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub context_cache_bytes: usize,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "TERARCHITECT_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,

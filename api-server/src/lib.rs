@@ -5,8 +5,10 @@
 //! heartbeats, attempts, failure reasons and long polling in a backward-compatible way.
 
 pub mod config;
+pub mod context_cache;
 pub mod db;
 pub mod http;
+pub mod log_writer;
 pub mod memory;
 pub mod metrics;
 pub mod queue;

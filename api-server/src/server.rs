@@ -10,8 +10,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::context_cache::ContextCache;
 use crate::db::{Db, DbError, DbOptions};
 use crate::http::{self, RouterOptions};
+use crate::log_writer::LogWriter;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::queue::{self, JobEvents};
@@ -149,6 +151,8 @@ pub async fn start_with_db(
             default_lease_seconds: config.default_lease_seconds,
             redact_context_secrets: config.redact_context_secrets,
         }),
+        context_cache: Arc::new(ContextCache::new(config.context_cache_bytes)),
+        logs: LogWriter::start(db.clone()),
         shutdown: shutdown.clone(),
     };
 

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::context_cache::ContextCache;
 use crate::db::Db;
+use crate::log_writer::LogWriter;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::queue::JobEvents;
@@ -30,6 +32,10 @@ pub struct AppState {
     pub events: JobEvents,
     pub metrics: Arc<Metrics>,
     pub policy: Arc<Policy>,
+    /// Batched writes of agent log entries.
+    pub logs: LogWriter,
+    /// Serialised worker-context documents.
+    pub context_cache: Arc<ContextCache>,
     /// Cancelled when the server shuts down (ends long polls early).
     pub shutdown: CancellationToken,
 }

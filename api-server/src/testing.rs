@@ -279,6 +279,8 @@ pub struct TestOptions {
     pub lease_sweep_ms: Option<u64>,
     /// Blank secrets in worker-context.
     pub redact_context_secrets: bool,
+    /// How long settings may be cached, in milliseconds (0, always fresh, when None).
+    pub settings_cache_ms: Option<u64>,
 }
 
 impl TestOptions {
@@ -339,6 +341,9 @@ impl TestServer {
         }
         if let Some(ms) = opts.lease_sweep_ms {
             config.lease_sweep_ms = ms;
+        }
+        if let Some(ms) = opts.settings_cache_ms {
+            config.settings_cache_ms = ms;
         }
         let db = Db::connect(
             url,

@@ -1,6 +1,7 @@
 //! The agent's step log (`execution_logs`).
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{Db, DbResult, now, with_db};
@@ -50,6 +51,60 @@ impl Db {
             .execute(pool)
             .await?;
             Ok((done.rows_affected() == 1).then_some(id))
+        })
+    }
+
+    /// Stores several entries in one statement, each only if its ticket belongs to its
+    /// project, in the given order. Returns, per entry, its new id or None.
+    pub async fn insert_logs(&self, logs: &[NewLog]) -> DbResult<Vec<Option<Uuid>>> {
+        if logs.is_empty() {
+            return Ok(Vec::new());
+        }
+        const COLS: usize = 9;
+        let rows: Vec<String> = (0..logs.len())
+            .map(|i| {
+                let b = i * COLS;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                )
+            })
+            .collect();
+        let sql = format!(
+            "WITH v (ord, id, project_id, ticket_id, session_id, step, summary, raw_output, created_at) AS \
+               (VALUES {}) \
+             INSERT INTO execution_logs (id, project_id, ticket_id, session_id, step, summary, raw_output, success, created_at) \
+             SELECT v.id, v.project_id, v.ticket_id, v.session_id, v.step, v.summary, v.raw_output, TRUE, v.created_at \
+             FROM v JOIN tickets t ON t.id = v.ticket_id AND t.project_id = v.project_id ORDER BY v.ord \
+             RETURNING id",
+            rows.join(", ")
+        );
+        let ids: Vec<Uuid> = logs.iter().map(|_| Uuid::new_v4()).collect();
+        let ts = now();
+        with_db!(self, pool => {
+            let mut q = sqlx::query_scalar::<_, Uuid>(AssertSqlSafe(sql.as_str()));
+            for (i, (log, id)) in logs.iter().zip(&ids).enumerate() {
+                q = q
+                    .bind(i as i32)
+                    .bind(*id)
+                    .bind(log.project_id)
+                    .bind(log.ticket_id)
+                    .bind(&log.session_id)
+                    .bind(&log.step)
+                    .bind(&log.summary)
+                    .bind(&log.raw_output)
+                    .bind(ts);
+            }
+            let inserted: std::collections::HashSet<Uuid> = q.fetch_all(pool).await?.into_iter().collect();
+            Ok(ids.into_iter().map(|id| inserted.contains(&id).then_some(id)).collect())
         })
     }
 

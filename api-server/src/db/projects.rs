@@ -283,13 +283,22 @@ impl Db {
         })
     }
 
-    /// The project's revision counter (changes whenever worker-context content may change).
-    pub async fn project_revision(&self, project_id: Uuid) -> DbResult<Option<i64>> {
+    /// The project's revision counter (it changes whenever worker-context content may change),
+    /// or None unless the ticket belongs to the project.
+    pub async fn context_revision(
+        &self,
+        project_id: Uuid,
+        ticket_id: Uuid,
+    ) -> DbResult<Option<i64>> {
         with_db!(self, pool => {
-            Ok(sqlx::query_scalar("SELECT revision FROM projects WHERE id = $1")
-                .bind(project_id)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_scalar(
+                "SELECT p.revision FROM projects p JOIN tickets t ON t.project_id = p.id \
+                 WHERE p.id = $1 AND t.id = $2",
+            )
+            .bind(project_id)
+            .bind(ticket_id)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 }

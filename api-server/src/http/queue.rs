@@ -133,20 +133,27 @@ async fn start_job(
         MAX_LEASE_SECONDS,
     )?
     .map_or(state.policy.default_lease_seconds, |s| s as u32);
-    if let Some(pid) = project_id
-        && state.db.get_project(pid).await?.is_none()
-    {
-        return Err(ApiError::not_found("Project not found"));
+    let filter = ClaimFilter { project_id };
+    // Try at once; only an empty answer needs the project to be checked (and the wait).
+    let mut job = state.db.claim_job(filter, lease).await?;
+    if job.is_none() {
+        if let Some(pid) = project_id
+            && state.db.get_project(pid).await?.is_none()
+        {
+            return Err(ApiError::not_found("Project not found"));
+        }
+        if wait > 0 {
+            job = claim_with_wait(
+                &state.db,
+                &state.events,
+                filter,
+                lease,
+                Duration::from_secs(wait),
+                &state.shutdown,
+            )
+            .await?;
+        }
     }
-    let job = claim_with_wait(
-        &state.db,
-        &state.events,
-        ClaimFilter { project_id },
-        lease,
-        Duration::from_secs(wait),
-        &state.shutdown,
-    )
-    .await?;
     state.metrics.record_claim(job.is_some());
     let Some(job) = job else {
         return Ok(StatusCode::NO_CONTENT.into_response());

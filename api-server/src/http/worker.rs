@@ -4,6 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use terarchitect_worker_api::{
@@ -17,7 +20,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, OptionalJsonBody, PathParams};
 use super::queue::job_state;
+use crate::context_cache::ContextVersion;
 use crate::db::{DbError, NewLog, NewReviewJob};
+use crate::settings::Resolved;
 use crate::state::AppState;
 use crate::worker_context::{self, COLUMN_QUERY_LIMIT, ContextInputs};
 
@@ -45,18 +50,41 @@ fn ticket_not_found() -> ApiError {
 async fn get_worker_context(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
-) -> ApiResult<Json<WorkerContext>> {
-    let failed = |e: DbError| {
-        tracing::error!(error = %e, "worker-context failed");
-        ApiError::Internal(format!("Failed to load context: {e}"))
+) -> ApiResult<Response> {
+    let failed = |e: DbError| ApiError::Internal(format!("Failed to load context: {e}"));
+    // The revision is read before the data, so a document is never older than its version.
+    let (revision, settings) = tokio::try_join!(
+        state.db.context_revision(pid, tid),
+        state.settings.resolve()
+    )
+    .map_err(failed)?;
+    let revision = revision.ok_or_else(ticket_not_found)?;
+    let version = ContextVersion {
+        project_revision: revision,
+        settings_generation: settings.generation(),
     };
-    let (project, ticket) =
-        tokio::try_join!(state.db.get_project(pid), state.db.get_ticket(pid, tid))
-            .map_err(failed)?;
-    let (Some(project), Some(ticket)) = (project, ticket) else {
-        return Err(ticket_not_found());
+    let body = match state.context_cache.get(tid, version) {
+        Some(body) => body,
+        None => {
+            let body = build_worker_context(&state, pid, tid, &settings).await?;
+            state.context_cache.put(tid, version, body.clone());
+            body
+        }
     };
-    let (graph, notes, backlog, in_progress, done, settings) = tokio::try_join!(
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Loads everything worker-context shows and serialises it.
+async fn build_worker_context(
+    state: &AppState,
+    pid: Uuid,
+    tid: Uuid,
+    settings: &Resolved,
+) -> ApiResult<Bytes> {
+    let failed = |e: DbError| ApiError::Internal(format!("Failed to load context: {e}"));
+    let (project, ticket, graph, notes, backlog, in_progress, done) = tokio::try_join!(
+        state.db.get_project(pid),
+        state.db.get_ticket(pid, tid),
         state.db.get_graph(pid),
         state.db.list_notes(pid),
         state
@@ -68,9 +96,11 @@ async fn get_worker_context(
         state
             .db
             .recent_tickets_in_column(pid, "done", COLUMN_QUERY_LIMIT),
-        state.settings.resolve(),
     )
     .map_err(failed)?;
+    let (Some(project), Some(ticket)) = (project, ticket) else {
+        return Err(ticket_not_found());
+    };
     let mut agent_settings = settings.agent_settings();
     if state.policy.redact_context_secrets {
         worker_context::redact_secrets(&mut agent_settings);
@@ -85,7 +115,9 @@ async fn get_worker_context(
         done,
         agent_settings,
     });
-    Ok(Json(ctx))
+    let body = serde_json::to_vec(&ctx)
+        .map_err(|e| ApiError::Internal(format!("serialising worker-context: {e}")))?;
+    Ok(Bytes::from(body))
 }
 
 /// Body of a log POST; wrong field types are rejected.
@@ -134,11 +166,7 @@ async fn post_log(
             .to_owned(),
         raw_output: body.raw_output,
     };
-    let id = state
-        .db
-        .insert_log(&log)
-        .await?
-        .ok_or_else(ticket_not_found)?;
+    let id = state.logs.write(log).await?.ok_or_else(ticket_not_found)?;
     Ok(Json(LogResponse {
         id,
         message: "Logged".into(),

@@ -50,6 +50,8 @@ pub struct Snapshot {
     values: HashMap<String, String>,
     /// Sensitive keys whose stored value does not decrypt with the current key.
     undecryptable: Vec<String>,
+    /// Changes whenever the values change (for caches derived from settings).
+    generation: u64,
 }
 
 /// Settings access for the server. Cheap to share behind an `Arc`.
@@ -99,11 +101,6 @@ impl Settings {
         &self.env
     }
 
-    /// Counter that changes whenever a reload sees different settings (for derived caches).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
     fn cached(&self) -> Option<Arc<Snapshot>> {
         let guard = self.cache.lock().expect("settings cache poisoned");
         guard
@@ -147,14 +144,12 @@ impl Settings {
             // Key names only: never the values.
             tracing::warn!(keys = ?snap.undecryptable, "stored secrets do not decrypt with TERARCHITECT_SECRET_KEY; treating them as unset");
         }
-        let snap = Arc::new(snap);
         let mut guard = self.cache.lock().expect("settings cache poisoned");
-        let changed = guard
-            .as_ref()
-            .is_none_or(|(_, old)| old.values != snap.values);
-        if changed {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-        }
+        snap.generation = match guard.as_ref() {
+            Some((_, old)) if old.values == snap.values => old.generation,
+            _ => self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+        };
+        let snap = Arc::new(snap);
         *guard = Some((Instant::now(), snap.clone()));
         Ok(snap)
     }
@@ -162,7 +157,6 @@ impl Settings {
     /// Drops the cached snapshot.
     pub fn invalidate(&self) {
         *self.cache.lock().expect("settings cache poisoned") = None;
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A resolver over the current settings and the environment.
@@ -221,6 +215,11 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// Identifies these settings' values: equal generations mean equal values.
+    pub fn generation(&self) -> u64 {
+        self.snap.generation
+    }
+
     /// The decrypted DB value of an allowed key (the original's `get_value`).
     pub fn db_value(&self, key: &str) -> Option<&str> {
         self.snap.values.get(key).map(String::as_str)

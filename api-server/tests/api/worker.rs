@@ -132,6 +132,73 @@ async fn worker_context_shape(backend: Backend) {
     );
 }
 
+async fn worker_context_follows_every_change(backend: Backend) {
+    // With the production settings cache: the document is cached but never stale.
+    let opts = TestOptions {
+        settings_cache_ms: Some(60_000),
+        ..ready_options()
+    };
+    let srv = TestServer::start(backend, opts).await;
+    let api = Api::new(&srv);
+    let pid = ready_project(&api, "Cache").await;
+    let tid = ticket(&api, pid, "t").await;
+    let ctx = format!("/api/projects/{pid}/tickets/{tid}/worker-context");
+    let first = api.get(&ctx).await.1;
+    assert_eq!(api.get(&ctx).await.1, first, "served again unchanged");
+
+    api.put(
+        &format!("/api/projects/{pid}/graph"),
+        json!({"nodes": [{"id": "n1", "data": {"label": "Renamed"}}]}),
+    )
+    .await;
+    assert_eq!(
+        api.get(&ctx).await.1["graph"]["nodes"][0]["data"]["label"],
+        "Renamed"
+    );
+    api.patch(
+        &format!("/api/projects/{pid}/tickets/{tid}"),
+        json!({"title": "New title"}),
+    )
+    .await;
+    assert_eq!(
+        api.get(&ctx).await.1["current_ticket"]["title"],
+        "New title"
+    );
+    api.post(&format!("/api/projects/{pid}/notes"), json!({"title": "N"}))
+        .await;
+    assert_eq!(api.get(&ctx).await.1["notes"].as_array().unwrap().len(), 1);
+    let other = ticket(&api, pid, "other").await;
+    let backlog = api.get(&ctx).await.1["backlog_tickets"].clone();
+    assert!(
+        backlog
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == other.to_string())
+    );
+    api.put(
+        &format!("/api/projects/{pid}"),
+        json!({"description": "now described"}),
+    )
+    .await;
+    assert_eq!(
+        api.get(&ctx).await.1["project_description"],
+        "now described"
+    );
+    let (s, v) = api
+        .put("/api/settings", json!({"AGENT_MODEL": "gpt-x"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["AGENT_MODEL"], "gpt-x");
+    assert_eq!(
+        api.get(&ctx).await.1["agent_settings"]["AGENT_MODEL"],
+        "gpt-x"
+    );
+    api.delete(&format!("/api/projects/{pid}/tickets/{tid}"), json!({}))
+        .await;
+    assert_eq!(api.get(&ctx).await.0, StatusCode::NOT_FOUND);
+}
+
 async fn context_secrets_can_be_redacted(backend: Backend) {
     let opts = TestOptions {
         redact_context_secrets: true,
@@ -674,6 +741,7 @@ async fn memory_uses_embeddings_when_configured(backend: Backend) {
 
 on_both_backends!(
     worker_context_shape,
+    worker_context_follows_every_change,
     context_secrets_can_be_redacted,
     logs_and_completion,
     cancellation_is_stored_and_cleared,
