@@ -1,0 +1,368 @@
+//! The container start-up (`terarchitect-agent entrypoint`), replacing the original shell
+//! script: optionally start `dockerd` (`AGENT_DOCKER_MODE=dind`), start `opencode serve` with its
+//! provider config in `OPENCODE_CONFIG_CONTENT` (unless `WORKER_MODE` is `claude-code` or
+//! `OPENCODE_SERVER_URL` points at a running server), wait for its health endpoint, run the job
+//! named by `JOB_KIND` in-process, stop the children, and return the job's result. Stop signals
+//! cancel the run (the caller wires SIGTERM/SIGINT to the cancellation token).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use terarchitect_worker_api::{AgentOutcome, JobKind};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Env, Settings, WorkerMode};
+use crate::control::RunControl;
+use crate::error::{Failure, RunResult};
+use crate::runner::{self, WorkerSetup};
+use crate::worker::opencode::OpenCodeWorker;
+
+/// Default `WORKER_LLM_URL` of the OpenCode provider config.
+pub const DEFAULT_WORKER_LLM_URL: &str = "http://localhost:8080/v1";
+/// Default model id of the OpenCode provider config.
+pub const DEFAULT_WORKER_MODEL: &str = "Qwen/Qwen3-Coder-Next-FP8";
+
+/// The OpenCode config (`OPENCODE_CONFIG_CONTENT`, behaviour reference §7.3): one
+/// OpenAI-compatible provider with the worker model.
+pub fn opencode_config(settings: &Settings) -> String {
+    let provider = &settings.opencode.provider_id;
+    let url = settings
+        .worker_llm_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_WORKER_LLM_URL.to_owned());
+    let key = settings
+        .worker_api_key
+        .as_ref()
+        .map(|k| k.expose().to_owned())
+        .unwrap_or_else(|| "dummy".to_owned());
+    let mut model = settings.opencode_model_id();
+    if model.is_empty() {
+        model = DEFAULT_WORKER_MODEL.to_owned();
+    }
+    json!({
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            provider.clone(): {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Terarchitect Proxy",
+                "options": {"baseURL": url, "apiKey": key},
+                "models": {model.clone(): {"name": model, "tool_call": true}},
+            }
+        },
+        "model": format!("{provider}/{model}"),
+    })
+    .to_string()
+}
+
+/// Child processes started by the entrypoint; stopped (SIGTERM, then SIGKILL) at the end.
+#[derive(Debug, Default)]
+pub struct Children {
+    list: Vec<(String, Child)>,
+}
+
+impl Children {
+    /// Adds a child.
+    pub fn push(&mut self, name: &str, child: Child) {
+        self.list.push((name.to_owned(), child));
+    }
+
+    /// Stops every child, newest first: SIGTERM to its process group, SIGKILL after `grace`.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        while let Some((name, mut child)) = self.list.pop() {
+            if let Some(pid) = child.id() {
+                // SAFETY: kill(2) with a negative pid signals the child's own process group.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGTERM);
+                }
+            }
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(_) => tracing::info!(child = %name, "stopped"),
+                Err(_) => {
+                    tracing::warn!(child = %name, "did not stop in time; killing it");
+                    if let Some(pid) = child.id() {
+                        // SAFETY: as above.
+                        unsafe {
+                            libc::kill(-(pid as i32), libc::SIGKILL);
+                        }
+                    }
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+fn log_file(name: &str) -> (PathBuf, Stdio, Stdio) {
+    let path = std::env::temp_dir().join(format!("terarchitect-{name}-{}.log", std::process::id()));
+    match std::fs::File::create(&path).and_then(|f| Ok((f.try_clone()?, f))) {
+        Ok((a, b)) => (path, Stdio::from(a), Stdio::from(b)),
+        Err(_) => (path, Stdio::null(), Stdio::null()),
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn spawn(
+    env: &Env,
+    program: &str,
+    args: &[&str],
+    cwd: Option<&Path>,
+    extra: &[(&str, &str)],
+    log: &str,
+) -> Result<(Child, PathBuf), String> {
+    let (path, out, err) = log_file(log);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.spawn()
+        .map(|c| (c, path))
+        .map_err(|e| format!("cannot start {program}: {e}"))
+}
+
+/// Starts `dockerd` and waits until `docker info` answers.
+async fn start_dockerd(
+    env: &Env,
+    children: &mut Children,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let unavailable =
+        |m: String| Failure::new(AgentOutcome::WorkerUnavailable, m).with_step("dockerd_failed");
+    let dockerd = env.get("DOCKERD_BIN").unwrap_or("dockerd");
+    let docker = env.get("DOCKER_BIN").unwrap_or("docker").to_owned();
+    let (child, log) = spawn(
+        env,
+        dockerd,
+        &["--host=unix:///var/run/docker.sock", "--log-level=warn"],
+        None,
+        &[],
+        "dockerd",
+    )
+    .map_err(unavailable)?;
+    children.push("dockerd", child);
+    let started = tokio::time::Instant::now();
+    loop {
+        let ok = Command::new(&docker)
+            .arg("info")
+            .env_clear()
+            .envs(env.iter())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if ok {
+            tracing::info!("dockerd is ready");
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(unavailable(format!(
+                "dockerd did not become ready within {timeout:?}; log: {}",
+                log_tail(&log)
+            )));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Err(Failure::cancelled("the agent was told to stop (termination signal)")),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Starts `opencode serve` for the resolved settings, unless not needed.
+#[derive(Debug)]
+pub struct OpenCodeLauncher<'a> {
+    env: &'a Env,
+    children: &'a mut Children,
+}
+
+impl WorkerSetup for OpenCodeLauncher<'_> {
+    async fn prepare(
+        &mut self,
+        settings: &Settings,
+        repo_dir: &Path,
+        control: &RunControl,
+    ) -> Result<Option<String>, Failure> {
+        if settings.worker_mode == WorkerMode::ClaudeCode {
+            return Ok(None);
+        }
+        if self.env.get("OPENCODE_SERVER_URL").is_some() {
+            tracing::info!(url = %settings.opencode.url, "using the running OpenCode server");
+            return Ok(None);
+        }
+        let unavailable = |m: String| Failure::new(AgentOutcome::WorkerUnavailable, m);
+        let port = self
+            .env
+            .get("OPENCODE_SERVER_PORT")
+            .unwrap_or("4096")
+            .to_owned();
+        let port: u16 = port.parse().map_err(|_| {
+            Failure::misconfigured(format!("OPENCODE_SERVER_PORT is invalid ({port:?})"))
+        })?;
+        let url = format!("http://127.0.0.1:{port}");
+        let bin = self.env.get("OPENCODE_BIN").unwrap_or("opencode");
+        let config = opencode_config(settings);
+        let port_s = port.to_string();
+        let (child, log) = spawn(
+            self.env,
+            bin,
+            &["serve", "--port", &port_s, "--hostname", "127.0.0.1"],
+            Some(repo_dir),
+            &[("OPENCODE_CONFIG_CONTENT", &config)],
+            "opencode",
+        )
+        .map_err(unavailable)?;
+        self.children.push("opencode", child);
+        let probe = OpenCodeWorker::new(settings, repo_dir, "startup", Some(&url));
+        let timeout = settings.limits.startup_timeout;
+        let started = tokio::time::Instant::now();
+        loop {
+            if probe.health().await.is_ok() {
+                tracing::info!(%url, "opencode serve is ready");
+                return Ok(Some(url));
+            }
+            if started.elapsed() >= timeout {
+                return Err(unavailable(format!(
+                    "opencode serve did not become healthy at {url} within {timeout:?}; log: {}",
+                    log_tail(&log)
+                )));
+            }
+            control
+                .guard(
+                    "while starting opencode",
+                    tokio::time::sleep(Duration::from_millis(500)),
+                )
+                .await?;
+        }
+    }
+}
+
+/// The job kind named by `JOB_KIND` (default `ticket`).
+pub fn job_kind(env: &Env) -> Result<JobKind, Failure> {
+    match env.get("JOB_KIND") {
+        None => Ok(JobKind::Ticket),
+        Some(k) => k
+            .to_lowercase()
+            .parse()
+            .map_err(|e: String| Failure::misconfigured(format!("JOB_KIND: {e}"))),
+    }
+}
+
+/// Runs the container start-up and the job; returns the job's result.
+pub async fn run_entrypoint(env: &Env, stop: CancellationToken) -> RunResult {
+    if let Some(ws) = env.get("AGENT_WORKSPACE")
+        && let Err(e) = std::fs::create_dir_all(ws)
+    {
+        return Failure::misconfigured(format!("cannot create AGENT_WORKSPACE {ws}: {e}")).into();
+    }
+    let kind = match job_kind(env) {
+        Ok(k) => k,
+        Err(f) => return f.into(),
+    };
+    let startup_timeout = env
+        .get("AGENT_STARTUP_TIMEOUT_SEC")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(60));
+    let mut children = Children::default();
+    let docker_mode = env
+        .get("AGENT_DOCKER_MODE")
+        .unwrap_or("none")
+        .to_lowercase();
+    if docker_mode == "dind"
+        && env.get("DOCKER_HOST").is_none()
+        && let Err(f) = start_dockerd(env, &mut children, startup_timeout, &stop).await
+    {
+        children.stop_all(Duration::from_secs(5)).await;
+        return f.into();
+    }
+    let result = {
+        let mut launcher = OpenCodeLauncher {
+            env,
+            children: &mut children,
+        };
+        runner::run(kind, env, stop, &mut launcher).await
+    };
+    children.stop_all(Duration::from_secs(10)).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_matches_the_original_shape() {
+        let env = Env::from_pairs([
+            ("WORKER_LLM_URL", "http://vllm:8000/v1/"),
+            ("WORKER_MODEL", "terarchitect-proxy/qwen-coder"),
+        ]);
+        let s = Settings::resolve(&env, &Default::default()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&opencode_config(&s)).unwrap();
+        assert_eq!(
+            v,
+            json!({"$schema": "https://opencode.ai/config.json",
+                "provider": {"terarchitect-proxy": {"npm": "@ai-sdk/openai-compatible", "name": "Terarchitect Proxy",
+                    "options": {"baseURL": "http://vllm:8000/v1", "apiKey": "dummy"},
+                    "models": {"qwen-coder": {"name": "qwen-coder", "tool_call": true}}}},
+                "model": "terarchitect-proxy/qwen-coder"})
+        );
+        let env = Env::from_pairs([("OPENCODE_PROVIDER_ID", "p"), ("WORKER_API_KEY", "k")]);
+        let s = Settings::resolve(&env, &Default::default()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&opencode_config(&s)).unwrap();
+        assert_eq!(v["model"], "p/Qwen/Qwen3-Coder-Next-FP8");
+        assert_eq!(v["provider"]["p"]["options"]["apiKey"], "k");
+    }
+
+    #[tokio::test]
+    async fn dind_start_up_waits_for_docker_info() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let base = [
+            ("PATH", path.as_str()),
+            ("AGENT_DOCKER_MODE", "dind"),
+            ("DOCKERD_BIN", "true"),
+            ("AGENT_STARTUP_TIMEOUT_SEC", "1"),
+        ];
+        let mut env = Env::from_pairs(base);
+        env.set("DOCKER_BIN", "false");
+        let r = run_entrypoint(&env, CancellationToken::new()).await;
+        assert_eq!(r.outcome, AgentOutcome::WorkerUnavailable, "{r:?}");
+        assert!(r.message.contains("dockerd did not become ready"), "{r:?}");
+        // Docker ready: start-up goes on to the job (which lacks its inputs here).
+        env.set("DOCKER_BIN", "true");
+        let r = run_entrypoint(&env, CancellationToken::new()).await;
+        assert_eq!(r.outcome, AgentOutcome::Misconfigured, "{r:?}");
+        assert_eq!(r.message, "TICKET_ID is required");
+    }
+
+    #[test]
+    fn job_kinds() {
+        assert_eq!(job_kind(&Env::default()).unwrap(), JobKind::Ticket);
+        assert_eq!(
+            job_kind(&Env::from_pairs([("JOB_KIND", "Review")])).unwrap(),
+            JobKind::Review
+        );
+        assert!(job_kind(&Env::from_pairs([("JOB_KIND", "x")])).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! The Claude Code worker: `claude -p <prompt> --output-format json --allowedTools … [--model M]
+//! [--resume <session>]` in the project directory, with `ANTHROPIC_API_KEY` from
+//! `WORKER_API_KEY` (unless it is `dummy`). The process is killed when its call is dropped
+//! (cancellation) or times out.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::WorkerError;
+use crate::config::{Secret, Settings};
+
+/// Tools the worker may use.
+pub const ALLOWED_TOOLS: &str = "Bash,Read,Edit,Write,MultiEdit,Glob,Grep,LS";
+
+/// A Claude Code CLI worker.
+#[derive(Debug)]
+pub struct ClaudeWorker {
+    bin: String,
+    model: String,
+    api_key: Option<Secret>,
+    directory: PathBuf,
+    timeout: Duration,
+    session: Option<String>,
+    turns: u32,
+}
+
+impl ClaudeWorker {
+    /// A worker from the settings.
+    pub fn new(settings: &Settings, project_dir: &Path) -> Self {
+        Self {
+            bin: settings.claude_bin.clone(),
+            model: settings.worker_model.clone(),
+            api_key: settings.worker_api_key.clone(),
+            directory: project_dir.to_owned(),
+            timeout: settings.worker_timeout,
+            session: None,
+            turns: 0,
+        }
+    }
+
+    /// The command-line arguments of one call.
+    pub fn args(&self, prompt: &str, resume: bool) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "-p".into(),
+            prompt.into(),
+            "--output-format".into(),
+            "json".into(),
+            "--allowedTools".into(),
+            ALLOWED_TOOLS.into(),
+        ];
+        if !self.model.is_empty() {
+            args.extend(["--model".into(), self.model.clone()]);
+        }
+        if resume && let Some(s) = &self.session {
+            args.extend(["--resume".into(), s.clone()]);
+        }
+        args
+    }
+
+    /// Checks that the CLI can be started (`claude --version`).
+    pub async fn check(&self) -> Result<(), WorkerError> {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if self.directory.is_dir() {
+            cmd.current_dir(&self.directory);
+        }
+        let out = cmd.status();
+        match tokio::time::timeout(Duration::from_secs(30), out).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(WorkerError::Unavailable(format!(
+                "claude CLI not found or not runnable ({}): {e}",
+                self.bin
+            ))),
+            Err(_) => Err(WorkerError::Unavailable(
+                "claude --version did not answer".into(),
+            )),
+        }
+    }
+
+    /// Runs one prompt.
+    pub async fn send(&mut self, prompt: &str, resume: bool) -> Result<String, WorkerError> {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args(self.args(prompt, resume))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if self.directory.is_dir() {
+            cmd.current_dir(&self.directory);
+        }
+        if let Some(key) = &self.api_key
+            && key.expose() != "dummy"
+        {
+            cmd.env("ANTHROPIC_API_KEY", key.expose());
+        }
+        let child = cmd.spawn().map_err(|e| {
+            WorkerError::Unavailable(format!("claude CLI not found ({}): {e}", self.bin))
+        })?;
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(WorkerError::Unavailable(format!("Claude Code failed: {e}"))),
+            Err(_) => return Err(WorkerError::Timeout(self.timeout)),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let detail = if stderr.trim().is_empty() {
+                &stdout
+            } else {
+                stderr.as_ref()
+            };
+            return Err(WorkerError::Unavailable(format!(
+                "Claude Code exited with {}: {}",
+                out.status,
+                crate::api::truncate_chars(detail.trim(), 1000)
+            )));
+        }
+        match serde_json::from_str::<Value>(stdout.trim()) {
+            Ok(v) if v.is_object() => {
+                if let Some(s) = v.get("session_id").and_then(Value::as_str) {
+                    self.session = Some(s.to_owned());
+                }
+                self.turns += 1;
+                Ok(v.get("result")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned())
+            }
+            _ => Ok(stdout.trim().to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn worker(model: &str) -> ClaudeWorker {
+        let env = Env::from_pairs([("WORKER_MODEL", model), ("WORKER_API_KEY", "sk-ant-123456")]);
+        let s = Settings::resolve(&env, &Default::default()).unwrap();
+        ClaudeWorker::new(&s, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn flags_model_and_resume() {
+        let mut w = worker("");
+        assert_eq!(
+            w.args("hi", true),
+            [
+                "-p",
+                "hi",
+                "--output-format",
+                "json",
+                "--allowedTools",
+                ALLOWED_TOOLS
+            ]
+        );
+        w = worker("sonnet");
+        w.session = Some("s1".into());
+        let a = w.args("hi", true);
+        assert_eq!(&a[6..], ["--model", "sonnet", "--resume", "s1"]);
+        assert!(!w.args("hi", false).contains(&"--resume".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn runs_a_fake_cli_and_parses_json_or_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("claude");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\nif [ \"$2\" = fail ]; then echo boom >&2; exit 3; fi\nif [ \"$2\" = text ]; then echo plain; exit 0; fi\necho \"{\\\"session_id\\\":\\\"abc\\\",\\\"result\\\":\\\" key=$ANTHROPIC_API_KEY \\\"}\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut w = worker("");
+        w.bin = bin.to_string_lossy().into_owned();
+        assert_eq!(w.send("go", false).await.unwrap(), "key=sk-ant-123456");
+        assert_eq!(w.session.as_deref(), Some("abc"));
+        assert_eq!(w.send("text", true).await.unwrap(), "plain");
+        let err = w.send("fail", true).await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        w.bin = "/nonexistent/claude".into();
+        assert!(matches!(
+            w.send("x", true).await,
+            Err(WorkerError::Unavailable(_))
+        ));
+        w.api_key = Some(Secret::new("dummy"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The worker: the coding agent that carries out the Director's instructions, either an
+//! `opencode serve` over HTTP ([`opencode`]) or the Claude Code CLI ([`claude`]).
+
+pub mod claude;
+pub mod opencode;
+
+use std::path::Path;
+use std::time::Duration;
+
+use terarchitect_worker_api::AgentOutcome;
+
+use crate::config::{Settings, WorkerMode};
+use crate::error::Failure;
+
+/// Errors of a worker call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker could not be reached or failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// One call took longer than `WORKER_TIMEOUT_SEC`.
+    #[error("the worker call exceeded WORKER_TIMEOUT_SEC ({0:?})")]
+    Timeout(Duration),
+}
+
+impl From<WorkerError> for Failure {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::Unavailable(m) => Failure::new(AgentOutcome::WorkerUnavailable, m),
+            WorkerError::Timeout(_) => Failure::new(AgentOutcome::TimeLimit, e.to_string()),
+        }
+    }
+}
+
+/// The worker of a run.
+#[derive(Debug)]
+pub enum Worker {
+    /// OpenCode over HTTP.
+    OpenCode(opencode::OpenCodeWorker),
+    /// Claude Code CLI.
+    Claude(claude::ClaudeWorker),
+}
+
+impl Worker {
+    /// The worker for `settings`, working in `project_dir` for Director session `session_id`.
+    /// `server_url` overrides the OpenCode server URL (set by the entrypoint).
+    pub fn new(
+        settings: &Settings,
+        project_dir: &Path,
+        session_id: &str,
+        server_url: Option<&str>,
+    ) -> Self {
+        match settings.worker_mode {
+            WorkerMode::OpenCode => Self::OpenCode(opencode::OpenCodeWorker::new(
+                settings,
+                project_dir,
+                session_id,
+                server_url,
+            )),
+            WorkerMode::ClaudeCode => {
+                Self::Claude(claude::ClaudeWorker::new(settings, project_dir))
+            }
+        }
+    }
+
+    /// Checks that the worker can be used (OpenCode: its health endpoint).
+    pub async fn check(&self) -> Result<(), WorkerError> {
+        match self {
+            Self::OpenCode(w) => w.health().await,
+            Self::Claude(w) => w.check().await,
+        }
+    }
+
+    /// Sends one prompt and returns the worker's answer. `resume: false` starts a new worker
+    /// session.
+    pub async fn send(&mut self, prompt: &str, resume: bool) -> Result<String, WorkerError> {
+        match self {
+            Self::OpenCode(w) => w.send(prompt, resume).await,
+            Self::Claude(w) => w.send(prompt, resume).await,
+        }
+    }
+
+    /// Stops the worker's current work after an interrupted call (OpenCode: aborts the
+    /// session; Claude: the process was already killed when its call was dropped).
+    pub async fn abort(&mut self) {
+        if let Self::OpenCode(w) = self {
+            w.abort().await;
+        }
+    }
+}
