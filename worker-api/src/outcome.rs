@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(line, "PushFailed: git push rejected: non-fast-forward");
         assert_eq!(
             AgentOutcome::parse_message_line(&line),
-            Some((AgentOutcome::PushFailed, "git push rejected: non-fast-forward".into()))
+            Some((
+                AgentOutcome::PushFailed,
+                "git push rejected: non-fast-forward".into()
+            ))
         );
         assert_eq!(AgentOutcome::parse_message_line("garbage"), None);
     }
