@@ -52,7 +52,7 @@ impl JobEvents {
 pub async fn claim_with_wait(
     db: &Db,
     events: &JobEvents,
-    filter: ClaimFilter,
+    filter: &ClaimFilter,
     lease_seconds: u32,
     wait: Duration,
     shutdown: &CancellationToken,

@@ -114,6 +114,10 @@ pub struct ClaimRequest {
     /// Only claim jobs of this project; all projects when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<Uuid>,
+    /// Only claim jobs of these projects (extension; the original server ignores it, so send it
+    /// only to servers that announce the extended protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_ids: Option<Vec<Uuid>>,
     /// Long poll: wait up to this many seconds (at most 30) for a job before answering 204.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<u32>,

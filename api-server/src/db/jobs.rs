@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{Db, DbError, DbResult, Dialect, WritePool, now, with_db};
+use super::{Db, DbError, DbResult, Dialect, WritePool, now, placeholders, with_db};
 
 /// An `agent_jobs` row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -33,10 +33,10 @@ pub(crate) const JOB_COLUMNS: &str = "id, ticket_id, project_id, kind, status, c
     pr_number, comment_body, github_comment_id";
 
 /// Which pending jobs a claim may take.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClaimFilter {
-    /// Only this project's jobs.
-    pub project_id: Option<Uuid>,
+    /// Only these projects' jobs (any project when empty).
+    pub project_ids: Vec<Uuid>,
 }
 
 /// A review job to enqueue.
@@ -73,15 +73,14 @@ impl Db {
     /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, a single-writer transaction on SQLite.
     pub async fn claim_job(
         &self,
-        filter: ClaimFilter,
+        filter: &ClaimFilter,
         lease_seconds: u32,
     ) -> DbResult<Option<JobRow>> {
         let ts = now();
         let expires = ts + Duration::seconds(i64::from(lease_seconds));
-        let project_clause = if filter.project_id.is_some() {
-            " AND project_id = $4"
-        } else {
-            ""
+        let project_clause = match filter.project_ids.len() {
+            0 => String::new(),
+            n => format!(" AND project_id IN ({})", placeholders(4, n)),
         };
         let sql = match self.dialect() {
             Dialect::Postgres => format!(
@@ -106,8 +105,8 @@ impl Db {
                 .bind(ts)
                 .bind(lease_seconds as i32)
                 .bind(expires);
-            if let Some(pid) = filter.project_id {
-                q = q.bind(pid);
+            for pid in &filter.project_ids {
+                q = q.bind(*pid);
             }
             let row = q.fetch_optional(&mut *tx).await?;
             tx.commit().await?;

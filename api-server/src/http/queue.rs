@@ -82,6 +82,7 @@ pub(super) fn job_state(j: JobRow, cancel_requested: bool) -> JobState {
 #[derive(Debug, Default, Deserialize)]
 struct ClaimBody {
     project_id: Option<Value>,
+    project_ids: Option<Value>,
     wait_seconds: Option<Value>,
     lease_seconds: Option<Value>,
 }
@@ -101,6 +102,12 @@ fn bounded_seconds(field: &str, v: Option<&Value>, min: u64, max: u64) -> ApiRes
     }
 }
 
+fn parse_project_id(v: &Value, message: &str) -> ApiResult<Uuid> {
+    v.as_str()
+        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+        .ok_or_else(|| ApiError::bad_request(message))
+}
+
 /// Claim one pending job (oldest first). 204 when none is available within `wait_seconds`.
 #[utoipa::path(post, path = "/api/worker/jobs/start", tag = "queue",
     request_body = terarchitect_worker_api::ClaimRequest,
@@ -111,14 +118,22 @@ async fn start_job(
     State(state): State<AppState>,
     OptionalJsonBody(body): OptionalJsonBody<ClaimBody>,
 ) -> ApiResult<Response> {
-    let project_id = match &body.project_id {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            Uuid::parse_str(s.trim())
-                .map_err(|_| ApiError::bad_request("project_id must be a valid UUID"))?,
-        ),
-        Some(_) => return Err(ApiError::bad_request("project_id must be a valid UUID")),
-    };
+    let mut project_ids = Vec::new();
+    match &body.project_id {
+        None | Some(Value::Null) => {}
+        Some(v) => project_ids.push(parse_project_id(v, "project_id must be a valid UUID")?),
+    }
+    match &body.project_ids {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for v in items {
+                project_ids.push(parse_project_id(v, "project_ids must be a list of UUIDs")?);
+            }
+        }
+        Some(_) => return Err(ApiError::bad_request("project_ids must be a list of UUIDs")),
+    }
+    project_ids.sort();
+    project_ids.dedup();
     let wait = bounded_seconds(
         "wait_seconds",
         body.wait_seconds.as_ref(),
@@ -133,20 +148,20 @@ async fn start_job(
         MAX_LEASE_SECONDS,
     )?
     .map_or(state.policy.default_lease_seconds, |s| s as u32);
-    let filter = ClaimFilter { project_id };
-    // Try at once; only an empty answer needs the project to be checked (and the wait).
-    let mut job = state.db.claim_job(filter, lease).await?;
+    let filter = ClaimFilter { project_ids };
+    // Try at once; only an empty answer needs the projects to be checked (and the wait).
+    let mut job = state.db.claim_job(&filter, lease).await?;
     if job.is_none() {
-        if let Some(pid) = project_id
-            && state.db.get_project(pid).await?.is_none()
-        {
-            return Err(ApiError::not_found("Project not found"));
+        for pid in &filter.project_ids {
+            if state.db.get_project(*pid).await?.is_none() {
+                return Err(ApiError::not_found("Project not found"));
+            }
         }
         if wait > 0 {
             job = claim_with_wait(
                 &state.db,
                 &state.events,
-                filter,
+                &filter,
                 lease,
                 Duration::from_secs(wait),
                 &state.shutdown,

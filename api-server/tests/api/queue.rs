@@ -95,6 +95,37 @@ async fn claim_shape_order_and_filters(backend: Backend) {
     assert_eq!(env["OPENAI_API_KEY"], "sk-oa");
     assert_eq!(j1["attempt"], 1);
     assert!(j1["created_at"].is_string() && j1["lease_expires_at"].is_string());
+
+    // Several projects at once (extension): the oldest pending job among them.
+    let (s, _) = api
+        .post("/api/worker/jobs/start", json!({"project_ids": ["x"]}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = api
+        .post(
+            "/api/worker/jobs/start",
+            json!({"project_ids": [Uuid::new_v4().to_string()]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let d = ticket(&api, p1, "d").await;
+    let e = ticket(&api, p2, "e").await;
+    start_ticket(&api, p1, d).await;
+    start_ticket(&api, p2, e).await;
+    let (_, j) = api
+        .post(
+            "/api/worker/jobs/start",
+            json!({"project_ids": [p2.to_string(), p1.to_string()]}),
+        )
+        .await;
+    assert_eq!(j["ticket_id"], d.to_string());
+    let (_, j) = api
+        .post(
+            "/api/worker/jobs/start",
+            json!({"project_ids": [p2.to_string()]}),
+        )
+        .await;
+    assert_eq!(j["ticket_id"], e.to_string());
 }
 
 async fn outcomes_and_conflicts(backend: Backend) {
