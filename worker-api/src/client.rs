@@ -73,6 +73,11 @@ impl WorkerApiError {
         }
     }
 
+    /// Whether the server answered 404.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
     /// Whether trying again later may succeed (network errors, 5xx, 429, 408).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -478,3 +478,44 @@ async fn suspend_and_ttl_after_finished() -> anyhow::Result<()> {
         .expect("job deleted after its TTL");
     Ok(())
 }
+
+fn terminated_message(cluster: &Cluster, job: &str) -> Option<String> {
+    job_pods(cluster, job)
+        .first()?
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .clone()
+}
+
+#[tokio::test]
+async fn termination_messages_reach_the_pod_status() -> anyhow::Result<()> {
+    let server = FakeApiServer::start().await?;
+    server.start_job_controller(JobPolicy::from_fn(|job| match job.name_any().as_str() {
+        "fixed" => JobOutcome::fail_with_message(7, "PushFailed: rejected"),
+        _ => JobOutcome::command(|run: ContainerRun| async move {
+            std::fs::write(&run.termination_message_path, "Cancelled: stop requested\n").unwrap();
+            3
+        }),
+    }));
+    create_job(&server, "fixed", json!({})).await;
+    create_job(&server, "written", json!({})).await;
+    wait_finished(&server, "fixed").await;
+    wait_finished(&server, "written").await;
+    assert_eq!(
+        terminated_message(&server, "fixed").as_deref(),
+        Some("PushFailed: rejected")
+    );
+    assert_eq!(
+        terminated_message(&server, "written").as_deref(),
+        Some("Cancelled: stop requested\n")
+    );
+    Ok(())
+}

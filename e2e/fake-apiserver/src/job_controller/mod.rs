@@ -53,6 +53,9 @@ pub struct ContainerRun {
     pub working_dir: Option<String>,
     /// The whole Pod as stored when the container started.
     pub pod: Pod,
+    /// A file standing in for the container's termination-message path: what the command
+    /// writes there becomes `state.terminated.message` (at most 4096 bytes, as the kubelet).
+    pub termination_message_path: std::path::PathBuf,
     /// Cancelled when the Job or Pod is deleted or the Job's deadline passes; the future is dropped
     /// a grace period ([`JobControllerConfig::kill_grace`]) later.
     pub cancel: CancellationToken,
@@ -85,6 +88,9 @@ pub enum JobOutcome {
         exit_code: i32,
         /// How long the container runs.
         after: Duration,
+        /// What the container wrote to its termination-message file (shown in
+        /// `state.terminated.message`, as the kubelet does).
+        message: Option<String>,
     },
     /// Run, then get killed for exceeding memory (exit code 137, reason `OOMKilled`) after `after`.
     OomKilled {
@@ -128,6 +134,16 @@ impl JobOutcome {
         Self::Fail {
             exit_code,
             after: Duration::ZERO,
+            message: None,
+        }
+    }
+
+    /// Fail immediately with `exit_code`, leaving `message` as the termination message.
+    pub fn fail_with_message(exit_code: i32, message: impl Into<String>) -> Self {
+        Self::Fail {
+            exit_code,
+            after: Duration::ZERO,
+            message: Some(message.into()),
         }
     }
 
@@ -228,6 +244,7 @@ impl JobController {
             wake: Arc::new(Notify::new()),
             pods_started: handle.pods_started.clone(),
             ip_counter: 0,
+            termination_dir: tempfile::tempdir().expect("creating a temporary directory"),
         };
         tokio::spawn(async move { controller.run(stop).await });
         handle
@@ -248,6 +265,15 @@ impl JobController {
 struct RunningCommand {
     cancel: CancellationToken,
     result: Arc<Mutex<Option<i32>>>,
+    message_path: std::path::PathBuf,
+}
+
+/// What the container left in its termination-message file (the kubelet reads at most 4096
+/// bytes).
+fn read_termination_message(path: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    (!text.trim().is_empty()).then_some(text)
 }
 
 impl Drop for RunningCommand {
@@ -291,6 +317,8 @@ struct Controller {
     wake: Arc<Notify>,
     pods_started: Arc<Mutex<usize>>,
     ip_counter: u32,
+    /// Holds the containers' termination-message files.
+    termination_dir: tempfile::TempDir,
 }
 
 fn conditions(job: &Value) -> Vec<Value> {
@@ -763,9 +791,9 @@ impl Controller {
                 let elapsed = run.started.elapsed();
                 let finished = match outcome {
                     JobOutcome::Succeed { after } => (elapsed >= after).then_some((0, "Completed")),
-                    JobOutcome::Fail { exit_code, after } => {
-                        (elapsed >= after).then_some((exit_code, "Error"))
-                    }
+                    JobOutcome::Fail {
+                        exit_code, after, ..
+                    } => (elapsed >= after).then_some((exit_code, "Error")),
                     JobOutcome::OomKilled { after } => {
                         (elapsed >= after).then_some((137, "OOMKilled"))
                     }
@@ -778,10 +806,18 @@ impl Controller {
                 };
                 if let Some((code, reason)) = finished {
                     let previous = pod.get("status").cloned().unwrap_or_default();
+                    let message = match &run.outcome {
+                        JobOutcome::Fail { message, .. } => message.clone(),
+                        JobOutcome::Command(_) => run
+                            .command
+                            .as_ref()
+                            .and_then(|c| read_termination_message(&c.message_path)),
+                        _ => None,
+                    };
                     self.pod_status(
                         run,
                         &namespace,
-                        pod_status::terminated(&pod, &previous, code, reason),
+                        pod_status::terminated(&pod, &previous, code, reason, message.as_deref()),
                     );
                     run.command = None;
                     return PodEvent::Finished(code);
@@ -822,6 +858,13 @@ impl Controller {
                 .collect()
         };
         let cancel = CancellationToken::new();
+        let message_path = self
+            .termination_dir
+            .path()
+            .join(format!("{}-termination-log", meta::uid(pod)));
+        if let Err(err) = std::fs::write(&message_path, b"") {
+            tracing::warn!(%err, "cannot create the termination-message file");
+        }
         let stored_pod = self
             .get(
                 &self.resource("", "pods"),
@@ -843,6 +886,7 @@ impl Controller {
                 .map(String::from),
             pod: serde_json::from_value(stored_pod).unwrap_or_default(),
             cancel: cancel.clone(),
+            termination_message_path: message_path.clone(),
             env,
         };
         let result = Arc::new(Mutex::new(None));
@@ -862,7 +906,11 @@ impl Controller {
                 _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {}
             }
         });
-        RunningCommand { cancel, result }
+        RunningCommand {
+            cancel,
+            result,
+            message_path,
+        }
     }
 }
 

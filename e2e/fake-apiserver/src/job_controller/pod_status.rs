@@ -148,7 +148,13 @@ pub(crate) fn running(pod: &Value, ip: &str) -> Value {
 
 /// Terminated with `exit_code` and `reason` (`Completed`, `Error`, `OOMKilled`); keeps addresses and
 /// start times from `previous`.
-pub(crate) fn terminated(pod: &Value, previous: &Value, exit_code: i32, reason: &str) -> Value {
+pub(crate) fn terminated(
+    pod: &Value,
+    previous: &Value,
+    exit_code: i32,
+    reason: &str,
+    message: Option<&str>,
+) -> Value {
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
     let now = now_time();
     let started = previous["startTime"]
@@ -169,6 +175,7 @@ pub(crate) fn terminated(pod: &Value, previous: &Value, exit_code: i32, reason: 
                 "state": {"terminated": {
                     "exitCode": exit_code,
                     "reason": reason,
+                    "message": message,
                     "startedAt": started,
                     "finishedAt": now,
                     "containerID": container_id(uid, &name),
