@@ -1,0 +1,592 @@
+//! The AgentJob controller: one `batch/v1` Job per AgentJob, status and conditions kept true,
+//! Events recorded, the outcome reported to the worker API exactly once, cancellation, and a
+//! finalizer that stops and reports an AgentJob deleted before it finished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Context, SharedContext};
+use crate::crd::{AgentJob, AgentJobStatus, FINALIZER, FailureReason, Phase};
+use crate::job_builder::{
+    LABEL_AGENTJOB, LABEL_MANAGED_BY, MANAGER, build_job, env_secret_name, job_name,
+};
+use crate::observe::{Observed, observe};
+use crate::report::{Reported, report};
+
+/// Annotation with the time the queue job was enqueued (for dispatch latency).
+pub const ANNOTATION_ENQUEUED_AT: &str = "terarchitect.io/enqueued-at";
+/// Annotation saying why `spec.cancel` was set.
+pub const ANNOTATION_CANCEL_REASON: &str = "terarchitect.io/cancel-reason";
+
+/// Errors of a reconciliation; all are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The worker API did not take the outcome (it will be retried).
+    #[error("reporting the outcome to the worker API: {0}")]
+    Report(#[from] terarchitect_worker_api::WorkerApiError),
+    /// The finalizer could not be managed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// An object the controller expects is not what it should be.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Sets condition `type_` (keeping its transition time when its status does not change).
+fn set_condition(
+    status: &mut AgentJobStatus,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let value = if ok { "True" } else { "False" };
+    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != value {
+            c.last_transition_time = now();
+        }
+        c.status = value.to_owned();
+        c.reason = reason.to_owned();
+        c.message = message.to_owned();
+        c.observed_generation = generation;
+    } else {
+        status.conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: value.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now(),
+            observed_generation: generation,
+        });
+    }
+}
+
+/// Marks a status finished.
+fn finish(
+    status: &mut AgentJobStatus,
+    phase: Phase,
+    reason: Option<FailureReason>,
+    message: String,
+    finished: Option<Time>,
+    generation: Option<i64>,
+) {
+    status.phase = Some(phase);
+    status.reason = reason;
+    status.message = Some(message.clone());
+    status.finish_time = Some(finished.unwrap_or_else(now));
+    let why = reason.map_or("Succeeded", FailureReason::as_str);
+    set_condition(status, "Finished", true, why, &message, generation);
+    set_condition(status, "Running", false, why, "the run is over", generation);
+}
+
+async fn publish(ctx: &Context, aj: &AgentJob, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &aj.object_ref(&())).await {
+        tracing::warn!(agentjob = %aj.name_any(), error = %e, "cannot record event");
+    }
+}
+
+async fn patch_status(api: &Api<AgentJob>, name: &str, status: &AgentJobStatus) -> Result<()> {
+    let patch = json!({ "status": status });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn delete_job(ctx: &Context, name: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match jobs.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reports a finished, unreported outcome and records that it was reported.
+async fn report_outcome(
+    aj: &AgentJob,
+    ctx: &Context,
+    api: &Api<AgentJob>,
+    mut status: AgentJobStatus,
+) -> Result<Action> {
+    let name = aj.name_any();
+    let Some(job_id) = aj.spec.queue_job_id.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    if status.reported {
+        return Ok(Action::await_change());
+    }
+    let job_id: uuid::Uuid = job_id
+        .parse()
+        .map_err(|_| Error::Unexpected(format!("spec.queueJobId {job_id:?} is not a UUID")))?;
+    let result = match report(&ctx.api, job_id, aj.spec.attempt, &status).await {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.report("error");
+            tracing::warn!(agentjob = %name, error = %e, "cannot report the outcome yet; retrying");
+            return Err(e.into());
+        }
+    };
+    let (label, note) = match &result {
+        Reported::Recorded => (
+            "recorded",
+            "reported the outcome to the worker API".to_owned(),
+        ),
+        Reported::AlreadyFinished(s) => {
+            ("already_finished", format!("the queue job was already {s}"))
+        }
+        Reported::Gone => ("gone", "the queue job no longer exists".to_owned()),
+    };
+    ctx.metrics.report(label);
+    status.reported = true;
+    set_condition(
+        &mut status,
+        "Reported",
+        true,
+        "Reported",
+        &note,
+        aj.metadata.generation,
+    );
+    patch_status(api, &name, &status).await?;
+    publish(ctx, aj, EventType::Normal, "Reported", note).await;
+    tracing::info!(agentjob = %name, queue_job = %job_id, result = label, "outcome reported");
+    Ok(Action::await_change())
+}
+
+/// Records a terminal status, then reports it.
+async fn conclude(
+    aj: &AgentJob,
+    ctx: &Context,
+    api: &Api<AgentJob>,
+    status: AgentJobStatus,
+) -> Result<Action> {
+    let name = aj.name_any();
+    let phase = status.phase.unwrap_or(Phase::Failed);
+    let reason = status.reason.map_or("Succeeded", FailureReason::as_str);
+    patch_status(api, &name, &status).await?;
+    ctx.mark_finished(&name);
+    ctx.metrics.outcome(&format!("{phase:?}"), reason);
+    let message = status.message.clone().unwrap_or_default();
+    let type_ = if phase == Phase::Succeeded {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    publish(ctx, aj, type_, &format!("{phase:?}"), message.clone()).await;
+    tracing::info!(agentjob = %name, ?phase, reason, %message, "run finished");
+    report_outcome(aj, ctx, api, status).await
+}
+
+/// Makes sure the claim's environment Secret (if the dispatcher made one) is owned by the
+/// AgentJob, so it is garbage-collected with it.
+async fn adopt_env_secret(aj: &AgentJob, ctx: &Context) -> Result<()> {
+    let secret_name = env_secret_name(&aj.name_any());
+    if !aj.spec.env_from_secrets.contains(&secret_name) {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(secret) = secrets.get_opt(&secret_name).await? else {
+        return Ok(());
+    };
+    let uid = aj.uid().unwrap_or_default();
+    if secret.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    let owner = aj
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Unexpected("AgentJob without uid".into()))?;
+    let patch = json!({"metadata": {"ownerReferences": [owner]}});
+    secrets
+        .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+fn cancel_message(aj: &AgentJob) -> String {
+    aj.annotations()
+        .get(ANNOTATION_CANCEL_REASON)
+        .cloned()
+        .unwrap_or_else(|| "cancelled through spec.cancel".to_owned())
+}
+
+fn observe_dispatch_latency(aj: &AgentJob, ctx: &Context) {
+    let Some(enqueued) = aj.annotations().get(ANNOTATION_ENQUEUED_AT) else {
+        return;
+    };
+    if let Ok(at) = enqueued.parse::<Timestamp>() {
+        let secs = Timestamp::now().duration_since(at).as_secs_f64();
+        if secs >= 0.0 {
+            ctx.metrics.dispatch_latency.observe(secs);
+        }
+    }
+}
+
+/// Creates the Job (adopting one this AgentJob already owns).
+async fn create_job(aj: &AgentJob, ctx: &Context) -> Result<Job> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let job = build_job(aj, &ctx.defaults);
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(created) => {
+            observe_dispatch_latency(aj, ctx);
+            Ok(created)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = jobs.get(&job_name(aj)).await?;
+            let uid = aj.uid().unwrap_or_default();
+            if existing.owner_references().iter().any(|o| o.uid == uid) {
+                Ok(existing)
+            } else {
+                Err(Error::Unexpected(format!(
+                    "a Job named {} exists and belongs to something else",
+                    job_name(aj)
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reconciles a live or finished AgentJob.
+async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
+    let name = aj.name_any();
+    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let generation = aj.metadata.generation;
+    let current = aj.status.clone().unwrap_or_default();
+    let mut status = current.clone();
+    status.observed_generation = generation;
+
+    if aj.is_finished() {
+        return report_outcome(&aj, ctx, &api, status).await;
+    }
+    if let Err(e) = aj.spec.validate() {
+        finish(
+            &mut status,
+            Phase::Failed,
+            Some(FailureReason::InvalidSpec),
+            format!("invalid spec: {e}"),
+            None,
+            generation,
+        );
+        return conclude(&aj, ctx, &api, status).await;
+    }
+    if aj.spec.cancel {
+        delete_job(ctx, &job_name(&aj)).await?;
+        finish(
+            &mut status,
+            Phase::Cancelled,
+            Some(FailureReason::Cancelled),
+            cancel_message(&aj),
+            None,
+            generation,
+        );
+        return conclude(&aj, ctx, &api, status).await;
+    }
+    adopt_env_secret(&aj, ctx).await?;
+
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let job = match jobs.get_opt(&job_name(&aj)).await? {
+        Some(job) => job,
+        None if status.job_name.is_some() => {
+            let msg = "the Job disappeared before the run finished".to_owned();
+            finish(
+                &mut status,
+                Phase::Failed,
+                Some(FailureReason::JobLost),
+                msg,
+                None,
+                generation,
+            );
+            return conclude(&aj, ctx, &api, status).await;
+        }
+        None => {
+            let job = create_job(&aj, ctx).await?;
+            let job_name = job.name_any();
+            status.phase = Some(Phase::Pending);
+            status.job_name = Some(job_name.clone());
+            set_condition(
+                &mut status,
+                "JobCreated",
+                true,
+                "JobCreated",
+                &format!("created Job {job_name}"),
+                generation,
+            );
+            patch_status(&api, &name, &status).await?;
+            publish(
+                ctx,
+                &aj,
+                EventType::Normal,
+                "JobCreated",
+                format!("Created Job {job_name}"),
+            )
+            .await;
+            tracing::info!(agentjob = %name, job = %job_name, "created Job");
+            return Ok(Action::requeue(ctx.pending_timeout));
+        }
+    };
+    if !job
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == aj.uid().as_ref())
+    {
+        return Err(Error::Unexpected(format!(
+            "Job {} is not owned by AgentJob {name}",
+            job.name_any()
+        )));
+    }
+    status.job_name = Some(job.name_any());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_AGENTJOB}={name}")))
+        .await?
+        .items;
+
+    let action = match observe(&job, &pods) {
+        Observed::Succeeded { finished } => {
+            finish(
+                &mut status,
+                Phase::Succeeded,
+                None,
+                "the agent finished its work".into(),
+                finished,
+                generation,
+            );
+            return conclude(&aj, ctx, &api, status).await;
+        }
+        Observed::Failed {
+            reason,
+            message,
+            finished,
+            ..
+        } => {
+            let phase = if reason == FailureReason::Cancelled {
+                Phase::Cancelled
+            } else {
+                Phase::Failed
+            };
+            finish(
+                &mut status,
+                phase,
+                Some(reason),
+                message,
+                finished,
+                generation,
+            );
+            return conclude(&aj, ctx, &api, status).await;
+        }
+        Observed::Running { started } => {
+            if status.phase != Some(Phase::Running) {
+                publish(
+                    ctx,
+                    &aj,
+                    EventType::Normal,
+                    "Running",
+                    "The agent pod is running".into(),
+                )
+                .await;
+            }
+            status.phase = Some(Phase::Running);
+            if status.start_time.is_none() {
+                status.start_time = Some(started.unwrap_or_else(now));
+            }
+            set_condition(
+                &mut status,
+                "Running",
+                true,
+                "PodRunning",
+                "the agent pod is running",
+                generation,
+            );
+            Action::requeue(Duration::from_secs(300))
+        }
+        Observed::Pending {
+            problem,
+            permanent,
+            since,
+        } => {
+            status.phase = Some(Phase::Pending);
+            match problem {
+                Some((reason, message)) => {
+                    let waited = since
+                        .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
+                        .unwrap_or_default()
+                        .max(0.0);
+                    let limit = ctx.pending_timeout.as_secs_f64();
+                    if permanent || waited >= limit {
+                        delete_job(ctx, &job_name(&aj)).await?;
+                        let msg = format!("the agent pod could not start: {message}");
+                        finish(
+                            &mut status,
+                            Phase::Failed,
+                            Some(reason),
+                            msg,
+                            None,
+                            generation,
+                        );
+                        return conclude(&aj, ctx, &api, status).await;
+                    }
+                    set_condition(
+                        &mut status,
+                        "Running",
+                        false,
+                        reason.as_str(),
+                        &message,
+                        generation,
+                    );
+                    Action::requeue(Duration::from_secs_f64(
+                        (limit - waited).clamp(1.0, limit.max(1.0)),
+                    ))
+                }
+                None => Action::requeue(ctx.pending_timeout),
+            }
+        }
+    };
+    if status != current {
+        patch_status(&api, &name, &status).await?;
+    }
+    Ok(action)
+}
+
+/// Runs when an AgentJob is deleted: an unfinished run is stopped and reported as cancelled
+/// before the finalizer goes (retried until the worker API answers).
+async fn cleanup(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
+    let name = aj.name_any();
+    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut status = aj.status.clone().unwrap_or_default();
+    if !aj.is_finished() {
+        delete_job(ctx, &job_name(&aj)).await?;
+        let msg = "the AgentJob was deleted before the run finished".to_owned();
+        finish(
+            &mut status,
+            Phase::Cancelled,
+            Some(FailureReason::Cancelled),
+            msg,
+            None,
+            aj.metadata.generation,
+        );
+        ctx.mark_finished(&name);
+        ctx.metrics.outcome("Cancelled", "Cancelled");
+        patch_status(&api, &name, &status).await?;
+    }
+    report_outcome(&aj, ctx, &api, status).await?;
+    ctx.mark_finished(&name);
+    Ok(Action::await_change())
+}
+
+/// The reconcile entry point: runs `apply` or `cleanup` under the finalizer.
+pub async fn reconcile(aj: Arc<AgentJob>, ctx: SharedContext) -> Result<Action> {
+    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let name = aj.name_any();
+    let result = finalizer::finalizer(&api, FINALIZER, aj, |event| async {
+        match event {
+            Finalizer::Apply(aj) => apply(aj, &ctx).await,
+            Finalizer::Cleanup(aj) => cleanup(aj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconcile(result.is_ok());
+    if result.is_ok() {
+        ctx.reset_backoff(&name);
+    }
+    result
+}
+
+/// Retries a failed reconciliation with a growing delay per AgentJob.
+pub fn error_policy(aj: Arc<AgentJob>, error: &Error, ctx: SharedContext) -> Action {
+    let delay = ctx.backoff(&aj.name_any());
+    tracing::warn!(agentjob = %aj.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The controller's watch configuration for objects it manages.
+pub fn managed_selector() -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGER}")
+}
+
+/// Builds the controller; its store is what the dispatcher and the watchdog read.
+pub fn controller(ctx: &Context) -> Controller<AgentJob> {
+    let agentjobs: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let managed = watcher::Config::default().labels(&managed_selector());
+    Controller::new(agentjobs, watcher::Config::default())
+        .owns(jobs, managed.clone())
+        .watches(pods, managed, |pod| {
+            let name = pod.labels().get(LABEL_AGENTJOB)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(
+    controller: Controller<AgentJob>,
+    ctx: SharedContext,
+    shutdown: CancellationToken,
+) {
+    controller
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+}
+
+/// Counts AgentJobs occupying an agent slot: live ones in the watch cache, plus ones this
+/// replica just created that the cache does not show yet, minus ones it just finished.
+pub fn live_agentjobs(store: &Store<AgentJob>, ctx: &Context) -> usize {
+    let state = store.state();
+    let mut inflight = ctx.inflight.lock().expect("poisoned");
+    let mut finished = ctx.finished.lock().expect("poisoned");
+    let seen: std::collections::HashMap<String, bool> = state
+        .iter()
+        .map(|aj| (aj.name_any(), aj.is_live()))
+        .collect();
+    inflight.retain(|n| !seen.contains_key(n));
+    finished.retain(|n| seen.get(n).copied().unwrap_or(false));
+    let live = seen
+        .iter()
+        .filter(|(n, live)| **live && !finished.contains(*n))
+        .count()
+        + inflight.len();
+    ctx.metrics.live_agentjobs.set(live as i64);
+    live
+}
