@@ -206,6 +206,10 @@ pub struct AgentJobStatus {
     /// Whether the outcome was reported to the worker API (always false without a queue job).
     #[serde(default)]
     pub reported: bool,
+    /// The queue attempt the outcome was reported for (a job re-queued after its lease lapsed
+    /// and claimed again gets the finished outcome reported for its new attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_attempt: Option<i32>,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -50,6 +50,23 @@ pub enum Error {
     Unexpected(String),
 }
 
+impl Error {
+    /// Whether the error is a 409 Conflict: a write based on an outdated object, which a
+    /// prompt retry on fresh data resolves.
+    pub fn is_conflict(&self) -> bool {
+        let inner = match self {
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+                finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) => return s.code == 409,
+                _ => return false,
+            },
+            other => other,
+        };
+        matches!(inner, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+}
+
 type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn now() -> Time {
@@ -117,11 +134,36 @@ async fn publish(ctx: &Context, aj: &AgentJob, type_: EventType, reason: &str, n
     }
 }
 
-async fn patch_status(api: &Api<AgentJob>, name: &str, status: &AgentJobStatus) -> Result<()> {
-    let patch = json!({ "status": status });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+/// Writes an AgentJob's status with optimistic concurrency: every write carries the
+/// `resourceVersion` its decision was based on, so a decision made from a stale watch cache is
+/// refused with a 409 (and retried on fresh data) instead of overwriting newer status.
+struct StatusWriter {
+    api: Api<AgentJob>,
+    name: String,
+    resource_version: Option<String>,
+}
+
+impl StatusWriter {
+    fn new(ctx: &Context, aj: &AgentJob) -> Self {
+        Self {
+            api: Api::namespaced(ctx.client.clone(), &ctx.namespace),
+            name: aj.name_any(),
+            resource_version: aj.resource_version(),
+        }
+    }
+
+    async fn write(&mut self, status: &AgentJobStatus) -> Result<()> {
+        let patch = json!({
+            "metadata": { "resourceVersion": self.resource_version },
+            "status": status,
+        });
+        let updated = self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        self.resource_version = updated.resource_version();
+        Ok(())
+    }
 }
 
 async fn delete_job(ctx: &Context, name: &str) -> Result<()> {
@@ -141,14 +183,14 @@ async fn delete_job(ctx: &Context, name: &str) -> Result<()> {
 async fn report_outcome(
     aj: &AgentJob,
     ctx: &Context,
-    api: &Api<AgentJob>,
+    writer: &mut StatusWriter,
     mut status: AgentJobStatus,
 ) -> Result<Action> {
     let name = aj.name_any();
     let Some(job_id) = aj.spec.queue_job_id.as_deref() else {
         return Ok(Action::await_change());
     };
-    if status.reported {
+    if status.reported && status.reported_attempt == aj.spec.attempt {
         return Ok(Action::await_change());
     }
     let job_id: uuid::Uuid = job_id
@@ -174,6 +216,7 @@ async fn report_outcome(
     };
     ctx.metrics.report(label);
     status.reported = true;
+    status.reported_attempt = aj.spec.attempt;
     set_condition(
         &mut status,
         "Reported",
@@ -182,7 +225,7 @@ async fn report_outcome(
         &note,
         aj.metadata.generation,
     );
-    patch_status(api, &name, &status).await?;
+    writer.write(&status).await?;
     publish(ctx, aj, EventType::Normal, "Reported", note).await;
     tracing::info!(agentjob = %name, queue_job = %job_id, result = label, "outcome reported");
     Ok(Action::await_change())
@@ -192,13 +235,13 @@ async fn report_outcome(
 async fn conclude(
     aj: &AgentJob,
     ctx: &Context,
-    api: &Api<AgentJob>,
+    writer: &mut StatusWriter,
     status: AgentJobStatus,
 ) -> Result<Action> {
     let name = aj.name_any();
     let phase = status.phase.unwrap_or(Phase::Failed);
     let reason = status.reason.map_or("Succeeded", FailureReason::as_str);
-    patch_status(api, &name, &status).await?;
+    writer.write(&status).await?;
     ctx.mark_finished(&name);
     ctx.metrics.outcome(&format!("{phase:?}"), reason);
     let message = status.message.clone().unwrap_or_default();
@@ -209,7 +252,7 @@ async fn conclude(
     };
     publish(ctx, aj, type_, &format!("{phase:?}"), message.clone()).await;
     tracing::info!(agentjob = %name, ?phase, reason, %message, "run finished");
-    report_outcome(aj, ctx, api, status).await
+    report_outcome(aj, ctx, writer, status).await
 }
 
 /// Makes sure the claim's environment Secret (if the dispatcher made one) is owned by the
@@ -284,15 +327,25 @@ async fn create_job(aj: &AgentJob, ctx: &Context) -> Result<Job> {
 /// Reconciles a live or finished AgentJob.
 async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
     let name = aj.name_any();
-    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let generation = aj.metadata.generation;
     let current = aj.status.clone().unwrap_or_default();
     let mut status = current.clone();
     status.observed_generation = generation;
 
     if aj.is_finished() {
-        return report_outcome(&aj, ctx, &api, status).await;
+        if current.reported && current.reported_attempt == aj.spec.attempt {
+            return Ok(Action::await_change());
+        }
+        // The watch cache may lag behind our own last write: decide on the stored object.
+        let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let Some(fresh) = api.get_opt(&name).await? else {
+            return Ok(Action::await_change());
+        };
+        let mut writer = StatusWriter::new(ctx, &fresh);
+        let status = fresh.status.clone().unwrap_or_default();
+        return report_outcome(&fresh, ctx, &mut writer, status).await;
     }
+    let mut writer = StatusWriter::new(ctx, &aj);
     if let Err(e) = aj.spec.validate() {
         finish(
             &mut status,
@@ -302,7 +355,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
             None,
             generation,
         );
-        return conclude(&aj, ctx, &api, status).await;
+        return conclude(&aj, ctx, &mut writer, status).await;
     }
     if aj.spec.cancel {
         delete_job(ctx, &job_name(&aj)).await?;
@@ -314,7 +367,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
             None,
             generation,
         );
-        return conclude(&aj, ctx, &api, status).await;
+        return conclude(&aj, ctx, &mut writer, status).await;
     }
     adopt_env_secret(&aj, ctx).await?;
 
@@ -331,7 +384,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
                 None,
                 generation,
             );
-            return conclude(&aj, ctx, &api, status).await;
+            return conclude(&aj, ctx, &mut writer, status).await;
         }
         None => {
             let job = create_job(&aj, ctx).await?;
@@ -346,7 +399,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
                 &format!("created Job {job_name}"),
                 generation,
             );
-            patch_status(&api, &name, &status).await?;
+            writer.write(&status).await?;
             publish(
                 ctx,
                 &aj,
@@ -386,7 +439,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
                 finished,
                 generation,
             );
-            return conclude(&aj, ctx, &api, status).await;
+            return conclude(&aj, ctx, &mut writer, status).await;
         }
         Observed::Failed {
             reason,
@@ -407,7 +460,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
                 finished,
                 generation,
             );
-            return conclude(&aj, ctx, &api, status).await;
+            return conclude(&aj, ctx, &mut writer, status).await;
         }
         Observed::Running { started } => {
             if status.phase != Some(Phase::Running) {
@@ -458,7 +511,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
                             None,
                             generation,
                         );
-                        return conclude(&aj, ctx, &api, status).await;
+                        return conclude(&aj, ctx, &mut writer, status).await;
                     }
                     set_condition(
                         &mut status,
@@ -477,7 +530,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
         }
     };
     if status != current {
-        patch_status(&api, &name, &status).await?;
+        writer.write(&status).await?;
     }
     Ok(action)
 }
@@ -486,7 +539,7 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
 /// before the finalizer goes (retried until the worker API answers).
 async fn cleanup(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
     let name = aj.name_any();
-    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut writer = StatusWriter::new(ctx, &aj);
     let mut status = aj.status.clone().unwrap_or_default();
     if !aj.is_finished() {
         delete_job(ctx, &job_name(&aj)).await?;
@@ -501,9 +554,9 @@ async fn cleanup(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
         );
         ctx.mark_finished(&name);
         ctx.metrics.outcome("Cancelled", "Cancelled");
-        patch_status(&api, &name, &status).await?;
+        writer.write(&status).await?;
     }
-    report_outcome(&aj, ctx, &api, status).await?;
+    report_outcome(&aj, ctx, &mut writer, status).await?;
     ctx.mark_finished(&name);
     Ok(Action::await_change())
 }
@@ -529,6 +582,10 @@ pub async fn reconcile(aj: Arc<AgentJob>, ctx: SharedContext) -> Result<Action> 
 
 /// Retries a failed reconciliation with a growing delay per AgentJob.
 pub fn error_policy(aj: Arc<AgentJob>, error: &Error, ctx: SharedContext) -> Action {
+    if error.is_conflict() {
+        tracing::debug!(agentjob = %aj.name_any(), "the AgentJob changed meanwhile; reconciling again");
+        return Action::requeue(Duration::from_millis(100));
+    }
     let delay = ctx.backoff(&aj.name_any());
     tracing::warn!(agentjob = %aj.name_any(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)

@@ -1,0 +1,315 @@
+//! Test harness: the unchanged operator, run in-process against the fake Kubernetes API server
+//! (over HTTP on 127.0.0.1) and a real api-server on SQLite, with scripted agent pods.
+
+#![allow(dead_code)]
+
+pub mod agents;
+pub mod proxy;
+
+use std::sync::Arc;
+use std::sync::Once;
+use std::time::Duration;
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
+use terarchitect_fake_apiserver::{FakeApiServer, JobController};
+use terarchitect_operator::config::RunConfig;
+use terarchitect_operator::crd::AgentJob;
+use terarchitect_operator::metrics::Metrics;
+use terarchitect_worker_api::{JobState, JobStatus, WorkerApiClient};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use agents::{Agents, Behaviour};
+pub use proxy::Proxy;
+
+/// Namespace the operator works in.
+pub const NS: &str = "default";
+/// The GitHub token the operator hands to agents (must never appear in a Job spec).
+pub const OPERATOR_GITHUB_TOKEN: &str = "ghp_operator_fallback_token_0123456789";
+/// How long any single wait may take on a loaded CI machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+static TRACING: Once = Once::new();
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    TRACING.call_once(|| {
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// One operator replica running in-process.
+pub struct Operator {
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+    pub metrics: Arc<Metrics>,
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl Operator {
+    /// Stops the replica and waits for it to exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the operator stops within the timeout")
+            .expect("the operator task does not panic");
+    }
+
+    /// Value of one metric line (`name{labels}`), 0 when absent, read over HTTP.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.http_addr))
+            .await
+            .expect("metrics endpoint answers")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .filter_map(|rest| rest.strip_prefix(' '))
+            .find_map(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The fake cluster, the real api-server, a proxy in front of it, and scripted agents.
+pub struct Harness {
+    pub kube: FakeApiServer,
+    pub api: TestServer,
+    pub proxy: Proxy,
+    pub agents: Agents,
+    pub jobs: JobController,
+    pub http: reqwest::Client,
+    pub worker: WorkerApiClient,
+}
+
+impl Harness {
+    /// Starts everything but the operator.
+    pub async fn start() -> Self {
+        init_tracing();
+        terarchitect_worker_api::ensure_crypto_provider();
+        let kube = FakeApiServer::start().await.expect("fake API server");
+        kube.register_crd(&AgentJob::crd())
+            .expect("registering the AgentJob CRD");
+        let opts = TestOptions {
+            lease_sweep_ms: Some(100),
+            ..TestOptions::default()
+        }
+        .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
+        .env("GITHUB_TOKEN", "ghp_server_token");
+        let api = TestServer::start(Backend::Sqlite, opts).await;
+        let proxy = Proxy::start(&api.url()).await;
+        let agents = Agents::default();
+        let jobs = kube.start_job_controller(agents.policy());
+        let worker = WorkerApiClient::new(&api.url(), None).expect("worker API client");
+        Self {
+            kube,
+            api,
+            proxy,
+            agents,
+            jobs,
+            http: reqwest::Client::new(),
+            worker,
+        }
+    }
+
+    /// A fast operator configuration talking to the api-server through the proxy; `overrides`
+    /// are `(flag, value)` pairs replacing or adding to the defaults.
+    pub fn config(&self, overrides: &[(&str, &str)]) -> RunConfig {
+        let url = self.proxy.url();
+        let mut flags: Vec<(&str, &str)> = vec![
+            ("--api-url", url.as_str()),
+            ("--namespace", NS),
+            ("--poll-interval-sec", "0.2"),
+            ("--claim-wait-sec", "1"),
+            ("--heartbeat-interval-sec", "0.3"),
+            ("--job-lease-sec", "20"),
+            ("--leader-election", "false"),
+            ("--http-bind", "127.0.0.1:0"),
+            ("--pending-timeout-sec", "2"),
+            ("--max-concurrent-agents", "4"),
+            ("--github-token", OPERATOR_GITHUB_TOKEN),
+            ("--agent-image", "registry.example/terarchitect-agent:test"),
+        ];
+        for (flag, value) in overrides {
+            match flags.iter_mut().find(|(f, _)| f == flag) {
+                Some(slot) => slot.1 = value,
+                None => flags.push((flag, value)),
+            }
+        }
+        RunConfig::from_args(flags.into_iter().flat_map(|(f, v)| [f, v]))
+            .expect("valid operator configuration")
+    }
+
+    /// Starts an operator replica with `cfg`.
+    pub async fn operator(&self, cfg: RunConfig) -> Operator {
+        let client = self.kube.client().await;
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            terarchitect_operator::run(cfg, client, token, move |running| {
+                let _ = tx.send(running);
+            })
+            .await
+            .expect("the operator runs without error");
+        });
+        let running = tokio::time::timeout(WAIT, rx)
+            .await
+            .expect("the operator starts")
+            .expect("the operator reports its start");
+        Operator {
+            shutdown,
+            task,
+            metrics: running.metrics,
+            http_addr: running.http_addr,
+        }
+    }
+
+    /// A request to the api-server's app API, asserting a 2xx answer.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.api.url()));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("api-server answers");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Creates a project (an existing repository, so no setup ticket).
+    pub async fn project(&self) -> Uuid {
+        let p = self
+            .call(
+                reqwest::Method::POST,
+                "/api/projects",
+                Some(json!({
+                    "name": format!("p-{}", Uuid::new_v4().simple()),
+                    "github_url": "https://github.com/acme/shop",
+                    "is_existing_repo": true,
+                })),
+            )
+            .await;
+        let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/api/projects/{id}/graph"),
+            Some(json!({"nodes": [{"id": "n1", "data": {"label": "API"}}]})),
+        )
+        .await;
+        id
+    }
+
+    /// Creates a backlog ticket.
+    pub async fn ticket(&self, project: Uuid) -> Uuid {
+        let t = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/projects/{project}/tickets"),
+                Some(json!({"title": "Add a health endpoint", "column_id": "backlog"})),
+            )
+            .await;
+        t["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Moves a ticket to In Progress and returns the queue job it enqueued.
+    pub async fn start_ticket(&self, project: Uuid, ticket: Uuid) -> Uuid {
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/api/projects/{project}/tickets/{ticket}"),
+            Some(json!({"column_id": "in_progress"})),
+        )
+        .await;
+        let jobs = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/projects/{project}/tickets/{ticket}/jobs"),
+                None,
+            )
+            .await;
+        jobs[0]["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// A new ticket, started; returns (ticket, queue job).
+    pub async fn queued_ticket(&self, project: Uuid) -> (Uuid, Uuid) {
+        let ticket = self.ticket(project).await;
+        (ticket, self.start_ticket(project, ticket).await)
+    }
+
+    /// Sets api-server settings.
+    pub async fn settings(&self, body: Value) {
+        self.call(reqwest::Method::PUT, "/api/settings", Some(body))
+            .await;
+    }
+
+    /// The queue job's state.
+    pub async fn job(&self, id: Uuid) -> JobState {
+        self.worker.job(id).await.expect("queue job exists")
+    }
+
+    /// Waits until the queue job reaches a final state and returns it.
+    pub async fn finished_job(&self, id: Uuid) -> JobState {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let job = self.job(id).await;
+            if matches!(job.status, JobStatus::Completed | JobStatus::Failed) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue job {id} still {:?}",
+                job.status
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The AgentJob named `name`, if any.
+    pub fn agentjob(&self, name: &str) -> Option<AgentJob> {
+        self.kube.get::<AgentJob>(NS, name)
+    }
+
+    /// Waits until `check` holds for AgentJob `name` and returns it.
+    pub async fn wait_agentjob(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&AgentJob) -> bool,
+    ) -> AgentJob {
+        self.kube
+            .wait_for(WAIT, |c| c.get::<AgentJob>(NS, name).filter(|aj| check(aj)))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "AgentJob {name}: {what} did not happen; now {:?}",
+                    self.agentjob(name).map(|aj| aj.status)
+                )
+            })
+    }
+
+    /// Waits until a condition on the fake cluster holds.
+    pub async fn wait_until(&self, what: &str, check: impl Fn(&FakeApiServer) -> bool) {
+        let ok = self
+            .kube
+            .wait_for(WAIT, |_| check(&self.kube).then_some(()))
+            .await;
+        assert!(ok.is_some(), "{what} did not happen");
+    }
+}
+
+/// Name of the AgentJob of queue job `id`.
+pub fn agentjob_name(id: Uuid) -> String {
+    terarchitect_operator::dispatcher::agentjob_name(id)
+}
