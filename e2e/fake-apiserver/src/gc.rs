@@ -10,13 +10,53 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 
 use crate::meta;
-use crate::store::{DeleteOptions, ObjKey, Propagation, State};
+use crate::store::{ChangeKind, DeleteOptions, ObjKey, Propagation, State};
 
 const MANAGER: &str = "generic-garbage-collector";
 
 enum Action {
     Delete(ObjKey, Propagation),
     Replace(ObjKey, Value, &'static str),
+}
+
+/// Whether the writes after `since_rv` can give the collector work: a deletion, an object
+/// being deleted, a namespace or CRD change, or an owner reference to an owner that does not
+/// exist (any more). Checking only the changed objects keeps writes O(changes) instead of
+/// O(store); when this says no, a full pass would have found nothing to do either.
+pub(crate) fn needed(state: &State, since_rv: u64) -> bool {
+    let Some(changes) = state.changes_since(since_rv) else {
+        return true;
+    };
+    changes.iter().any(|change| {
+        if matches!(change.kind, ChangeKind::Deleted)
+            || meta::is_deleting(&change.object)
+            || matches!(
+                change.key.plural.as_str(),
+                "namespaces" | "customresourcedefinitions"
+            )
+        {
+            return true;
+        }
+        meta::owner_references(&change.object).iter().any(|owner| {
+            let group = owner
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .and_then(|v| v.rsplit_once('/').map(|(g, _)| g))
+                .unwrap_or("");
+            let kind = owner.get("kind").and_then(Value::as_str).unwrap_or("");
+            let name = owner.get("name").and_then(Value::as_str).unwrap_or("");
+            let uid = owner.get("uid").and_then(Value::as_str).unwrap_or("");
+            let Some(rt) = state
+                .registry
+                .all()
+                .find(|t| t.group == group && t.kind == kind)
+            else {
+                return true;
+            };
+            let key = ObjKey::new(rt, &change.key.namespace, name);
+            state.get(&key).is_none_or(|o| meta::uid(o) != uid)
+        })
+    })
 }
 
 /// Apply garbage-collection rules until the store is stable.

@@ -931,7 +931,9 @@ impl Store {
         let mut state = self.lock();
         let before = (state.rv, state.watch_epoch);
         let result = f(&mut state);
-        crate::gc::settle(&mut state);
+        if state.rv != before.0 && crate::gc::needed(&state, before.0) {
+            crate::gc::settle(&mut state);
+        }
         let changed = (state.rv, state.watch_epoch) != before;
         drop(state);
         if changed {

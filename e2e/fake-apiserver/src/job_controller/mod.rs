@@ -428,7 +428,8 @@ impl Controller {
             .shared()
             .store
             .read(|s| s.list(&jobs_rt, None).map(|(_, o)| o.clone()).collect());
-        let uids: Vec<String> = jobs.iter().map(|j| meta::uid(j).to_string()).collect();
+        let uids: std::collections::HashSet<String> =
+            jobs.iter().map(|j| meta::uid(j).to_string()).collect();
         // Jobs that are gone: dropping their state cancels what runs for them.
         self.jobs.retain(|uid, _| uids.contains(uid));
         for job in jobs {
