@@ -49,7 +49,7 @@ pub enum OperatorError {
     Api(#[from] terarchitect_worker_api::WorkerApiError),
     /// The AgentJob CRD is not installed, or AgentJobs cannot be listed.
     #[error(
-        "cannot list AgentJobs in namespace {namespace} (is the CRD installed? `kubectl apply -f crds/`): {source}"
+        "cannot list AgentJobs in namespace {namespace} (is the CRD installed? `kubectl apply --server-side -f crds/`): {source}"
     )]
     Crd {
         namespace: String,
