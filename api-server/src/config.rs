@@ -50,6 +50,15 @@ pub struct Config {
     #[arg(long, env = "TERARCHITECT_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 
+    /// How long to keep retrying an unreachable PostgreSQL at start-up (seconds; 0 fails at
+    /// once), so the server waits for a database that starts after it instead of crash-looping.
+    #[arg(
+        long,
+        env = "TERARCHITECT_DB_CONNECT_TIMEOUT_SEC",
+        default_value_t = 60
+    )]
+    pub db_connect_timeout_sec: u64,
+
     /// Refuse worker API calls (503) and refuse to start when no worker API key is configured
     /// in settings or TERARCHITECT_WORKER_API_KEY, instead of allowing unauthenticated calls.
     #[arg(

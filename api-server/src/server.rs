@@ -50,11 +50,41 @@ pub async fn open_database(config: &Config) -> Result<Db, DbError> {
         ..DbOptions::default()
     };
     let db = match config.effective_database_url() {
-        Some(url) => Db::connect(&url, &opts).await?,
+        Some(url) => connect_with_retry(&url, &opts, config.db_connect_timeout_sec).await?,
         None => Db::open_sqlite_file(&config.sqlite_path, &opts).await?,
     };
     db.migrate().await?;
     Ok(db)
+}
+
+/// Connects to `url`, retrying connection-level failures (refused, DNS, timeouts) with a
+/// growing delay for up to `timeout_sec` (0: one attempt); authentication and other database
+/// errors fail at once.
+async fn connect_with_retry(url: &str, opts: &DbOptions, timeout_sec: u64) -> Result<Db, DbError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_sec);
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = Db::connect(url, opts);
+        let result = if timeout_sec == 0 {
+            attempt.await
+        } else {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::timeout(left.max(Duration::from_millis(500)), attempt)
+                .await
+                .unwrap_or(Err(DbError::Sqlx(sqlx::Error::PoolTimedOut)))
+        };
+        match result {
+            Ok(db) => return Ok(db),
+            Err(DbError::Sqlx(e @ (sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)))
+                if tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A running server.

@@ -5,4 +5,5 @@ mod errors;
 mod projects;
 mod queue;
 mod settings;
+mod startup;
 mod worker;
