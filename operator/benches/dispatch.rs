@@ -100,7 +100,10 @@ fn spawn_operator(kubeconfig: &std::path::Path, api_url: &str, max: usize) -> Ch
         .env("LEADER_ELECTION", "false")
         .env("OPERATOR_HTTP_BIND", "127.0.0.1:0")
         .env("MAX_CONCURRENT_AGENTS", max.to_string())
-        .env("RUST_LOG", std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

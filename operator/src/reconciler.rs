@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -591,6 +591,10 @@ pub fn error_policy(aj: Arc<AgentJob>, error: &Error, ctx: SharedContext) -> Act
     Action::requeue(delay)
 }
 
+/// Reconciliations running at once: bounds memory and API load when many AgentJobs change
+/// together (a restart with 1,000 live runs relists them all).
+pub const RECONCILE_CONCURRENCY: u16 = 32;
+
 /// The controller's watch configuration for objects it manages.
 pub fn managed_selector() -> String {
     format!("{LABEL_MANAGED_BY}={MANAGER}")
@@ -603,6 +607,7 @@ pub fn controller(ctx: &Context) -> Controller<AgentJob> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let managed = watcher::Config::default().labels(&managed_selector());
     Controller::new(agentjobs, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns(jobs, managed.clone())
         .watches(pods, managed, |pod| {
             let name = pod.labels().get(LABEL_AGENTJOB)?.clone();
