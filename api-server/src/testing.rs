@@ -281,6 +281,9 @@ pub struct TestOptions {
     pub redact_context_secrets: bool,
     /// How long settings may be cached, in milliseconds (0, always fresh, when None).
     pub settings_cache_ms: Option<u64>,
+    /// Port to listen on (any free port when None), e.g. to restart a server on the address
+    /// its clients already use.
+    pub port: Option<u16>,
 }
 
 impl TestOptions {
@@ -344,6 +347,9 @@ impl TestServer {
         }
         if let Some(ms) = opts.settings_cache_ms {
             config.settings_cache_ms = ms;
+        }
+        if let Some(port) = opts.port {
+            config.bind.set_port(port);
         }
         let db = Db::connect(
             url,

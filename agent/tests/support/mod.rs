@@ -1,26 +1,16 @@
-//! Test support: a real api-server (SQLite), a scripted fake Director LLM, a fake OpenCode
-//! server, a fake GitHub API and a local bare repository as the remote.
+//! Test support: a real api-server (SQLite) and the shared fakes of `terarchitect-test-fakes`
+//! (a scripted fake Director LLM, a fake OpenCode server, a fake GitHub API and a local bare
+//! repository as the remote).
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use axum::extract::{Path as AxPath, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Value, json};
 use terarchitect_agent::RunResult;
 use terarchitect_agent::config::Env;
 use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
 use terarchitect_worker_api::JobKind;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -33,480 +23,7 @@ pub const OPENAI_KEY: &str = "sk-openai-key-ZYXWVU555";
 /// Every secret the tests check for.
 pub const SECRETS: [&str; 4] = [GH_TOKEN, AGENT_KEY, WORKER_KEY, OPENAI_KEY];
 
-// ---- a tiny axum server ------------------------------------------------------------------
-
-/// Serves `app` on 127.0.0.1 (a fixed port when given); returns the base URL.
-pub async fn serve(app: Router, port: u16) -> String {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
-
-/// A port nothing listens on.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-// ---- fake Director LLM -------------------------------------------------------------------
-
-/// What kind of request the fake LLM saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LlmKind {
-    Assessment,
-    CommitMessage,
-    Summary,
-    PrDescription,
-    ReviewReply,
-}
-
-#[derive(Default)]
-pub struct LlmState {
-    pub script: VecDeque<String>,
-    pub fallback: Option<String>,
-    pub requests: Vec<(LlmKind, Value)>,
-}
-
-/// A scripted OpenAI-compatible chat-completions server.
-#[derive(Clone)]
-pub struct FakeLlm {
-    pub url: String,
-    pub state: Arc<Mutex<LlmState>>,
-}
-
-fn classify(body: &Value) -> LlmKind {
-    let first = body["messages"][0]["content"].as_str().unwrap_or_default();
-    if first.contains("You write git commit messages") {
-        LlmKind::CommitMessage
-    } else if first.contains("You summarize a conversation") {
-        LlmKind::Summary
-    } else if first.contains("You write pull request descriptions") {
-        LlmKind::PrDescription
-    } else if first.contains("Write the reply to the reviewer") {
-        LlmKind::ReviewReply
-    } else {
-        LlmKind::Assessment
-    }
-}
-
-async fn llm_handler(State(st): State<Arc<Mutex<LlmState>>>, Json(body): Json<Value>) -> Response {
-    let kind = classify(&body);
-    let content = {
-        let mut s = st.lock().unwrap();
-        s.requests.push((kind, body));
-        match kind {
-            LlmKind::CommitMessage => "\"Add greeting feature\"\nextra".to_owned(),
-            LlmKind::Summary => "Summary of the earlier turns.".to_owned(),
-            LlmKind::PrDescription => {
-                "This pull request adds a greeting module with tests.".to_owned()
-            }
-            LlmKind::ReviewReply => "Renamed greet to welcome and updated the tests.".to_owned(),
-            LlmKind::Assessment => s
-                .script
-                .pop_front()
-                .or_else(|| s.fallback.clone())
-                .unwrap_or_else(|| r#"{"complete": true, "summary": "Done."}"#.to_owned()),
-        }
-    };
-    if content == "HTTP500" {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "overloaded").into_response();
-    }
-    Json(json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}))
-        .into_response()
-}
-
-impl FakeLlm {
-    pub async fn start(script: &[&str]) -> Self {
-        let state = Arc::new(Mutex::new(LlmState {
-            script: script.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }));
-        let app = Router::new()
-            .route("/v1/chat/completions", post(llm_handler))
-            .with_state(state.clone());
-        Self {
-            url: serve(app, 0).await,
-            state,
-        }
-    }
-
-    pub fn set_fallback(&self, content: &str) {
-        self.state.lock().unwrap().fallback = Some(content.to_owned());
-    }
-
-    pub fn requests(&self) -> Vec<(LlmKind, Value)> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    pub fn count(&self, kind: LlmKind) -> usize {
-        self.requests().iter().filter(|(k, _)| *k == kind).count()
-    }
-}
-
-// ---- fake OpenCode -----------------------------------------------------------------------
-
-#[derive(Default)]
-pub struct OcState {
-    pub sessions: Vec<Value>,
-    pub messages: Vec<(String, Option<String>, Value)>,
-    pub aborted: Vec<String>,
-    pub summarized: usize,
-    /// Messages from this index on hang until aborted (or 60 s).
-    pub slow_from: Option<usize>,
-    /// Authorization headers of session and message requests.
-    pub auth: Vec<String>,
-}
-
-/// A fake `opencode serve`: makes file changes in the request's directory.
-#[derive(Clone)]
-pub struct FakeOpenCode {
-    pub url: String,
-    pub state: Arc<Mutex<OcState>>,
-    pub slow_started: Arc<Notify>,
-    pub abort: Arc<Notify>,
-}
-
-#[derive(Clone)]
-struct OcApp {
-    state: Arc<Mutex<OcState>>,
-    slow_started: Arc<Notify>,
-    abort: Arc<Notify>,
-}
-
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-async fn oc_session(
-    State(app): State<OcApp>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Json<Value> {
-    let mut s = app.state.lock().unwrap();
-    s.auth.push(header(&headers, "authorization"));
-    let id = format!("ses_{}", s.sessions.len() + 1);
-    s.sessions
-        .push(json!({"id": id, "title": body["title"], "directory": q.get("directory")}));
-    Json(json!({"id": id, "title": body["title"]}))
-}
-
-/// The work a fake worker does for a prompt, in `dir`.
-pub fn fake_work(dir: &Path, prompt: &str) -> String {
-    if prompt.contains("Before any implementation") {
-        return "The project is a small shop; tests live in tests/.".into();
-    }
-    if let Some(end) = prompt.find("_task_plan.md") {
-        let start = prompt[..end]
-            .rfind(char::is_whitespace)
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        let path = PathBuf::from(&prompt[start..end + "_task_plan.md".len()]);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(
-            &path,
-            "1. Write a failing test for greet()\n2. Implement greet()\n",
-        )
-        .unwrap();
-        return format!("Plan written to {}", path.display());
-    }
-    if prompt.contains("concise numbered checklist") {
-        return "1. test\n2. code".into();
-    }
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    let n = std::fs::read_dir(dir.join("src")).unwrap().count() + 1;
-    std::fs::write(
-        dir.join(format!("src/greeting_{n}.txt")),
-        format!("hello {n}\n"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join(".terarchitect")).unwrap();
-    std::fs::write(dir.join(".terarchitect/notes.log"), "scratch").unwrap();
-    format!("Created src/greeting_{n}.txt; all tests pass.")
-}
-
-async fn oc_message(
-    State(app): State<OcApp>,
-    AxPath(id): AxPath<String>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let dir = headers
-        .get("x-opencode-directory")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let prompt = body["parts"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let slow = {
-        let mut s = app.state.lock().unwrap();
-        s.messages.push((id.clone(), dir.clone(), body.clone()));
-        s.auth.push(header(&headers, "authorization"));
-        let i = s.messages.len() - 1;
-        s.slow_from.is_some_and(|f| i >= f)
-    };
-    if slow {
-        app.slow_started.notify_one();
-        tokio::select! {
-            _ = app.abort.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-        }
-        return (
-            StatusCode::OK,
-            Json(json!({"info": {}, "parts": [{"type": "text", "text": "aborted"}]})),
-        )
-            .into_response();
-    }
-    let text = match &dir {
-        Some(d) => fake_work(Path::new(d), &prompt),
-        None => "no directory given".into(),
-    };
-    Json(json!({"info": {"id": "msg"}, "parts": [
-        {"type": "reasoning", "text": "thinking"},
-        {"type": "text", "text": text}
-    ]}))
-    .into_response()
-}
-
-async fn oc_abort(State(app): State<OcApp>, AxPath(id): AxPath<String>) -> Json<Value> {
-    app.state.lock().unwrap().aborted.push(id);
-    app.abort.notify_waiters();
-    Json(json!(true))
-}
-
-async fn oc_summarize(State(app): State<OcApp>) -> Json<Value> {
-    app.state.lock().unwrap().summarized += 1;
-    Json(json!(true))
-}
-
-impl FakeOpenCode {
-    /// Starts on `port` (0 for any).
-    pub async fn start_on(port: u16) -> Self {
-        let state = Arc::new(Mutex::new(OcState::default()));
-        let app = OcApp {
-            state: state.clone(),
-            slow_started: Arc::new(Notify::new()),
-            abort: Arc::new(Notify::new()),
-        };
-        let router = Router::new()
-            .route(
-                "/global/health",
-                get(|| async { Json(json!({"healthy": true, "version": "fake"})) }),
-            )
-            .route("/session", post(oc_session))
-            .route("/session/{id}/message", post(oc_message))
-            .route("/session/{id}/abort", post(oc_abort))
-            .route("/session/{id}/summarize", post(oc_summarize))
-            .with_state(app.clone());
-        Self {
-            url: serve(router, port).await,
-            state,
-            slow_started: app.slow_started,
-            abort: app.abort,
-        }
-    }
-
-    pub async fn start() -> Self {
-        Self::start_on(0).await
-    }
-
-    pub fn set_slow_from(&self, index: usize) {
-        self.state.lock().unwrap().slow_from = Some(index);
-    }
-
-    pub fn prompts(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .unwrap()
-            .messages
-            .iter()
-            .map(|(_, _, b)| {
-                b["parts"][0]["text"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect()
-    }
-
-    pub fn aborted(&self) -> Vec<String> {
-        self.state.lock().unwrap().aborted.clone()
-    }
-}
-
-// ---- fake GitHub -------------------------------------------------------------------------
-
-#[derive(Default)]
-pub struct GhState {
-    pub base: String,
-    pub pulls: Vec<Value>,
-    pub comments: Vec<(u64, String)>,
-    pub auth: Vec<String>,
-    pub created: usize,
-    /// Refuse to open pull requests.
-    pub refuse_create: bool,
-}
-
-#[derive(Clone)]
-pub struct FakeGitHub {
-    pub url: String,
-    pub state: Arc<Mutex<GhState>>,
-}
-
-fn record_auth(st: &Mutex<GhState>, headers: &HeaderMap) {
-    let a = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    st.lock().unwrap().auth.push(a);
-}
-
-async fn gh_list(
-    State(st): State<Arc<Mutex<GhState>>>,
-    AxPath((o, r)): AxPath<(String, String)>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Json<Value> {
-    record_auth(&st, &headers);
-    let s = st.lock().unwrap();
-    let head = q.get("head").cloned().unwrap_or_default();
-    let list: Vec<Value> = s
-        .pulls
-        .iter()
-        .filter(|p| p["state"] == "open")
-        .filter(|p| {
-            head.is_empty() || format!("{o}:{}", p["head"]["ref"].as_str().unwrap()) == head
-        })
-        .filter(|_| r == "shop")
-        .cloned()
-        .collect();
-    Json(json!(list))
-}
-
-pub fn pull_json(base: &str, number: u64, head: &str, base_ref: &str) -> Value {
-    json!({
-        "number": number,
-        "html_url": format!("{base}/acme/shop/pull/{number}"),
-        "state": "open",
-        "title": "t",
-        "body": "",
-        "head": {"ref": head, "repo": {"full_name": "acme/shop"}},
-        "base": {"ref": base_ref, "repo": {"full_name": "acme/shop"}},
-    })
-}
-
-async fn gh_create(
-    State(st): State<Arc<Mutex<GhState>>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    record_auth(&st, &headers);
-    let mut s = st.lock().unwrap();
-    if s.refuse_create {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({"message": "Resource not accessible by integration"})),
-        )
-            .into_response();
-    }
-    let number = 100 + s.pulls.len() as u64;
-    let mut pr = pull_json(
-        &s.base,
-        number,
-        body["head"].as_str().unwrap(),
-        body["base"].as_str().unwrap(),
-    );
-    pr["title"] = body["title"].clone();
-    pr["body"] = body["body"].clone();
-    s.pulls.push(pr.clone());
-    s.created += 1;
-    (StatusCode::CREATED, Json(pr)).into_response()
-}
-
-async fn gh_get(
-    State(st): State<Arc<Mutex<GhState>>>,
-    AxPath((_o, _r, n)): AxPath<(String, String, u64)>,
-    headers: HeaderMap,
-) -> Response {
-    record_auth(&st, &headers);
-    let s = st.lock().unwrap();
-    match s.pulls.iter().find(|p| p["number"] == n) {
-        Some(p) => Json(p.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
-    }
-}
-
-async fn gh_comment(
-    State(st): State<Arc<Mutex<GhState>>>,
-    AxPath((_o, _r, n)): AxPath<(String, String, u64)>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    record_auth(&st, &headers);
-    let mut s = st.lock().unwrap();
-    s.comments
-        .push((n, body["body"].as_str().unwrap_or_default().to_owned()));
-    let url = format!("{}/acme/shop/pull/{n}#issuecomment-1", s.base);
-    (StatusCode::CREATED, Json(json!({"id": 1, "html_url": url}))).into_response()
-}
-
-impl FakeGitHub {
-    pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(GhState::default()));
-        let app = Router::new()
-            .route("/repos/{o}/{r}/pulls", get(gh_list).post(gh_create))
-            .route("/repos/{o}/{r}/pulls/{n}", get(gh_get))
-            .route("/repos/{o}/{r}/issues/{n}/comments", post(gh_comment))
-            .with_state(state.clone());
-        let url = serve(app, 0).await;
-        state.lock().unwrap().base = "https://github.example".into();
-        Self { url, state }
-    }
-
-    pub fn add_pull(&self, number: u64, head: &str) {
-        let mut s = self.state.lock().unwrap();
-        let pr = pull_json(&s.base.clone(), number, head, "main");
-        s.pulls.push(pr);
-    }
-
-    pub fn pulls(&self) -> Vec<Value> {
-        self.state.lock().unwrap().pulls.clone()
-    }
-
-    pub fn comments(&self) -> Vec<(u64, String)> {
-        self.state.lock().unwrap().comments.clone()
-    }
-}
-
-// ---- git ---------------------------------------------------------------------------------
-
-/// Runs git in `dir` and returns stdout (panics on failure).
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = StdCommand::new("git")
-        .args(["-c", "user.name=Seed", "-c", "user.email=seed@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use terarchitect_test_fakes::*;
 
 // ---- the harness -------------------------------------------------------------------------
 
@@ -520,6 +37,7 @@ pub struct Harness {
     pub oc: FakeOpenCode,
     pub gh: FakeGitHub,
     pub dir: tempfile::TempDir,
+    pub repo: GitRemote,
     pub remote: PathBuf,
     pub env: Vec<(String, String)>,
 }
@@ -578,24 +96,8 @@ impl Harness {
         let tid: Uuid = t["id"].as_str().unwrap().parse().unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remotes/acme/shop.git");
-        std::fs::create_dir_all(&remote).unwrap();
-        git(&remote, &["init", "-q", "--bare", "-b", "main"]);
-        let seed = dir.path().join("seed");
-        git(
-            dir.path(),
-            &[
-                "clone",
-                "-q",
-                remote.to_str().unwrap(),
-                seed.to_str().unwrap(),
-            ],
-        );
-        git(&seed, &["checkout", "-q", "-b", "main"]);
-        std::fs::write(seed.join("README.md"), "# Shop\n").unwrap();
-        git(&seed, &["add", "-A"]);
-        git(&seed, &["commit", "-q", "-m", "Initial commit"]);
-        git(&seed, &["push", "-q", "origin", "main"]);
+        let repo = GitRemote::create(dir.path());
+        let remote = repo.remote.clone();
 
         let llm = FakeLlm::start(script).await;
         let oc = FakeOpenCode::start().await;
@@ -643,6 +145,7 @@ impl Harness {
             oc,
             gh,
             dir,
+            repo,
             remote,
             env,
         }
@@ -744,45 +247,19 @@ impl Harness {
         assert!(r.status().is_success());
     }
 
-    /// Output lines of a git command in the remote (empty on failure).
-    fn remote_lines(&self, args: &[&str]) -> Vec<String> {
-        let out = StdCommand::new("git")
-            .args(args)
-            .current_dir(&self.remote)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
     /// Files of a remote branch (empty when the branch does not exist).
     pub fn remote_files(&self, branch: &str) -> Vec<String> {
-        self.remote_lines(&["ls-tree", "-r", "--name-only", branch])
+        self.repo.files(branch)
     }
 
     /// Commit subjects of a remote branch, newest first.
     pub fn remote_log(&self, branch: &str) -> Vec<String> {
-        self.remote_lines(&["log", "--format=%s", branch])
+        self.repo.log(branch)
     }
 
     /// Pushes a branch with one extra commit to the remote (an earlier run's work).
     pub fn push_branch(&self, branch: &str, file: &str) {
-        let seed = self.dir.path().join("seed");
-        git(&seed, &["checkout", "-q", "-B", branch, "origin/main"]);
-        std::fs::write(seed.join(file), "earlier work\n").unwrap();
-        git(&seed, &["add", "-A"]);
-        git(&seed, &["commit", "-q", "-m", "Earlier work"]);
-        git(
-            &seed,
-            &[
-                "push",
-                "-q",
-                "origin",
-                &format!("{branch}:refs/heads/{branch}"),
-            ],
-        );
+        self.repo.push_branch(branch, file);
     }
 
     /// Asserts that no secret appears in anything sent to a model, logged or committed.
