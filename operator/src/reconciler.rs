@@ -225,7 +225,27 @@ async fn report_outcome(
         &note,
         aj.metadata.generation,
     );
-    writer.write(&status).await?;
+    // The queue has the outcome now: record that even if the AgentJob changed meanwhile (e.g.
+    // the watchdog set spec.cancel), on the stored object, rather than report a second time.
+    if let Err(e) = writer.write(&status).await {
+        if !e.is_conflict() {
+            return Err(e);
+        }
+        let fresh = writer.api.get(&name).await?;
+        let mut stored = fresh.status.clone().unwrap_or_default();
+        stored.reported = true;
+        stored.reported_attempt = aj.spec.attempt;
+        set_condition(
+            &mut stored,
+            "Reported",
+            true,
+            "Reported",
+            &note,
+            fresh.metadata.generation,
+        );
+        writer.resource_version = fresh.resource_version();
+        writer.write(&stored).await?;
+    }
     publish(ctx, aj, EventType::Normal, "Reported", note).await;
     tracing::info!(agentjob = %name, queue_job = %job_id, result = label, "outcome reported");
     Ok(Action::await_change())

@@ -116,11 +116,15 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        // Runs this replica just concluded may still look live in the cache; their queue job
+        // is (being) finished by our own report, which is no reason to cancel them.
+        let concluded = ctx.finished.lock().expect("poisoned").clone();
         let active: Vec<Arc<AgentJob>> = store
             .state()
             .into_iter()
             .filter(|aj| {
-                aj.spec.queue_job_id.is_some()
+                !concluded.contains(&aj.name_any())
+                    && aj.spec.queue_job_id.is_some()
                     && aj.is_live()
                     && !aj.spec.cancel
                     && aj.meta().deletion_timestamp.is_none()
