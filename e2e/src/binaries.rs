@@ -3,10 +3,10 @@
 //!
 //! Cargo has no stable way for one package's tests to depend on another package's binaries, so
 //! the first call in each test process runs
-//! `$CARGO build -p terarchitect-operator -p terarchitect-agent` (with the profile of the test
-//! executable itself: `target/<profile>/deps/<test>` → `target/<profile>/`) and takes the two
-//! executables from that profile directory. Cargo only rebuilds what is stale, so this costs about
-//! a second when they are up to date. The environment can change that:
+//! `$CARGO build --workspace --bin terarchitect-operator --bin terarchitect-agent` with the
+//! profile of the test executable itself (`target/<profile>/deps/<test>` → `target/<profile>/`)
+//! and takes the two executables from that profile directory. Cargo only rebuilds what is stale,
+//! so this costs well under a second when they are up to date. The environment can change that:
 //!
 //! - `TERARCHITECT_OPERATOR_BIN` / `TERARCHITECT_AGENT_BIN`: use these executables (no build);
 //! - `TERARCHITECT_E2E_SKIP_BUILD=1`: do not run cargo, use what is in the profile directory.
@@ -106,7 +106,15 @@ fn cargo_build(profile_dir: &Path) {
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
-        .args(["-p", "terarchitect-operator", "-p", "terarchitect-agent"]);
+        // The whole workspace selected (so dependency features are unified as in
+        // `cargo test --workspace`, whose build is then reused as is), only the two binaries built.
+        .args([
+            "--workspace",
+            "--bin",
+            "terarchitect-operator",
+            "--bin",
+            "terarchitect-agent",
+        ]);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {

@@ -51,7 +51,9 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
                 .then(|| value.parse::<f64>().ok())
                 .flatten()
         })
-        .sum()
+        .sum::<f64>()
+        // An empty float sum is -0.0.
+        + 0.0
 }
 
 /// Polls `check` every 50 ms until it returns `Some`; panics with `what` after `timeout`.
@@ -101,6 +103,7 @@ mod tests {
             3.0
         );
         assert_eq!(metric_value(text, "missing"), 0.0);
+        assert!(metric_sum(text, "missing", &[]).is_sign_positive());
         assert_eq!(
             metric_sum(text, "terarchitect_http_requests_total", &["route=\"/a\""]),
             3.0
