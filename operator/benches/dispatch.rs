@@ -15,81 +15,17 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::CustomResourceExt;
-use serde_json::{Value, json};
 use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
 use terarchitect_fake_apiserver::{FakeApiServer, JobOutcome, JobPolicy};
 use terarchitect_operator::crd::AgentJob;
 use tokio::process::{Child, Command};
-use uuid::Uuid;
 
 const NS: &str = "default";
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
+#[path = "../tests/support/app_api.rs"]
+mod app_api;
 
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("api-server answers");
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn project(&self) -> Uuid {
-        let p = self
-            .call(
-                reqwest::Method::POST,
-                "/api/projects",
-                Some(json!({"name": format!("bench-{}", Uuid::new_v4().simple()),
-                    "github_url": "https://github.com/acme/shop", "is_existing_repo": true})),
-            )
-            .await;
-        let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
-        self.call(
-            reqwest::Method::PUT,
-            &format!("/api/projects/{id}/graph"),
-            Some(json!({"nodes": [{"id": "n1", "data": {"label": "API"}}]})),
-        )
-        .await;
-        id
-    }
-
-    async fn ticket(&self, project: Uuid) -> Uuid {
-        let t = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/projects/{project}/tickets"),
-                Some(json!({"title": "bench", "column_id": "backlog"})),
-            )
-            .await;
-        t["id"].as_str().unwrap().parse().unwrap()
-    }
-
-    /// Moves the ticket to In Progress; returns the queue job id.
-    async fn enqueue(&self, project: Uuid, ticket: Uuid) -> Uuid {
-        self.call(
-            reqwest::Method::PATCH,
-            &format!("/api/projects/{project}/tickets/{ticket}"),
-            Some(json!({"column_id": "in_progress"})),
-        )
-        .await;
-        let jobs = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/projects/{project}/tickets/{ticket}/jobs"),
-                None,
-            )
-            .await;
-        jobs[0]["job_id"].as_str().unwrap().parse().unwrap()
-    }
-}
+use app_api::AppApi;
 
 fn spawn_operator(kubeconfig: &std::path::Path, api_url: &str, max: usize) -> Child {
     Command::new(env!("CARGO_BIN_EXE_terarchitect-operator"))
@@ -152,10 +88,7 @@ async fn main() {
         .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
         .env("GITHUB_TOKEN", "ghp_bench_token");
     let server = TestServer::start(Backend::Sqlite, opts.clone()).await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: server.url(),
-    };
+    let api = AppApi::new(server.url());
     let mut operator = spawn_operator(&kubeconfig, &server.url(), 4);
     let project = api.project().await;
     // Let the operator start and settle into its long poll.
@@ -164,7 +97,7 @@ async fn main() {
     for _ in 0..samples {
         let ticket = api.ticket(project).await;
         let started = Instant::now();
-        let job_id = api.enqueue(project, ticket).await;
+        let job_id = api.start_ticket(project, ticket).await;
         let name = terarchitect_operator::dispatcher::agentjob_name(job_id);
         kube.wait_for(Duration::from_secs(60), |c| c.get::<Job>(NS, &name))
             .await
@@ -193,15 +126,12 @@ async fn main() {
     kube.write_kubeconfig(&kubeconfig).unwrap();
     let _jobs = kube.start_job_controller(JobPolicy::always(JobOutcome::RunForever));
     let server = TestServer::start(Backend::Sqlite, opts).await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: server.url(),
-    };
+    let api = AppApi::new(server.url());
     let project = api.project().await;
     let enqueue_started = Instant::now();
     for _ in 0..bulk {
         let ticket = api.ticket(project).await;
-        api.enqueue(project, ticket).await;
+        api.start_ticket(project, ticket).await;
     }
     println!(
         "\nqueued {bulk} jobs in {:.2} s",

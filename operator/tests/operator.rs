@@ -237,10 +237,7 @@ async fn an_operator_restart_mid_run_loses_nothing_and_duplicates_nothing() {
     h.agents.set_default(Behaviour::Hold);
     let first = h.operator(h.config(&[])).await;
     let project = h.project().await;
-    let (ticket, job_id) = h.queued_ticket(project).await;
-    let name = agentjob_name(job_id);
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    let (ticket, job_id, name) = h.running_ticket(project).await;
     let job_uid = h.kube.get::<Job>(NS, &name).unwrap().uid();
     first.stop().await;
 
@@ -282,10 +279,7 @@ async fn an_api_outage_while_reporting_delays_the_report_but_never_drops_it() {
     h.agents.set_default(Behaviour::Hold);
     let op = h.operator(h.config(&[])).await;
     let project = h.project().await;
-    let (ticket, job_id) = h.queued_ticket(project).await;
-    let name = agentjob_name(job_id);
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    let (ticket, job_id, name) = h.running_ticket(project).await;
 
     h.proxy.set_down(true);
     h.agents.release(ticket, 0, "");
@@ -350,10 +344,7 @@ async fn cancelling_through_the_ticket_or_spec_stops_the_job_and_reports_it() {
     let project = h.project().await;
 
     // The ticket's cancel request, noticed through heartbeats.
-    let (ticket, job_id) = h.queued_ticket(project).await;
-    let name = agentjob_name(job_id);
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    let (ticket, job_id, name) = h.running_ticket(project).await;
     let asked = tokio::time::Instant::now();
     h.call(
         reqwest::Method::POST,
@@ -376,10 +367,7 @@ async fn cancelling_through_the_ticket_or_spec_stops_the_job_and_reports_it() {
     assert_eq!(job.fail_reason.as_deref(), Some("Cancelled"));
 
     // `spec.cancel: true` set by hand (kubectl patch).
-    let (_, job_id) = h.queued_ticket(project).await;
-    let name = agentjob_name(job_id);
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    let (_, job_id, name) = h.running_ticket(project).await;
     let client = h.kube.client().await;
     let api: Api<AgentJob> = Api::namespaced(client, NS);
     api.patch(
@@ -405,10 +393,7 @@ async fn deleting_an_unfinished_agentjob_stops_its_job_and_reports_the_failure()
     h.agents.set_default(Behaviour::Hold);
     let op = h.operator(h.config(&[])).await;
     let project = h.project().await;
-    let (_, job_id) = h.queued_ticket(project).await;
-    let name = agentjob_name(job_id);
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    let (_, job_id, name) = h.running_ticket(project).await;
 
     let api: Api<AgentJob> = Api::namespaced(h.kube.client().await, NS);
     api.delete(&name, &DeleteParams::default()).await.unwrap();
@@ -615,10 +600,7 @@ async fn a_lease_lapsed_during_an_outage_is_reclaimed_into_the_same_run() {
         ]))
         .await;
     let project = h.project().await;
-    let (ticket, job_id) = h.queued_ticket(project).await;
-    let name = agentjob_name(job_id);
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    let (ticket, job_id, name) = h.running_ticket(project).await;
 
     // Heartbeats cannot reach the api-server, whose sweeper re-queues the job.
     h.proxy.set_down(true);

@@ -127,8 +127,7 @@ async fn plain_polling_and_cancel_flag_against_the_original_api() {
     let (id, job) = original_job(ticket);
     state.lock().unwrap().queue.push_back(job);
     let name = format!("aj-{id}");
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    h.wait_running(&name).await;
     h.agents.release(ticket, 0, "");
     h.wait_agentjob(&name, "reported", |aj| {
         aj.status.as_ref().is_some_and(|s| s.reported)
@@ -141,8 +140,7 @@ async fn plain_polling_and_cancel_flag_against_the_original_api() {
     let (id, job) = original_job(ticket);
     state.lock().unwrap().queue.push_back(job);
     let name = format!("aj-{id}");
-    h.wait_agentjob(&name, "running", |aj| aj.phase() == Phase::Running)
-        .await;
+    h.wait_running(&name).await;
     state
         .lock()
         .unwrap()

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod app_api;
 pub mod proxy;
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use kube::CustomResourceExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
 use terarchitect_fake_apiserver::{FakeApiServer, JobController};
 use terarchitect_operator::config::RunConfig;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use agents::{Agents, Behaviour};
+pub use app_api::AppApi;
 pub use proxy::Proxy;
 
 /// Namespace the operator works in.
@@ -87,7 +89,7 @@ pub struct Harness {
     pub proxy: Proxy,
     pub agents: Agents,
     pub jobs: JobController,
-    pub http: reqwest::Client,
+    pub app: AppApi,
     pub worker: WorkerApiClient,
 }
 
@@ -109,6 +111,7 @@ impl Harness {
         let proxy = Proxy::start(&api.url()).await;
         let agents = Agents::default();
         let jobs = kube.start_job_controller(agents.policy());
+        let app = AppApi::new(api.url());
         let worker = WorkerApiClient::new(&api.url(), None).expect("worker API client");
         Self {
             kube,
@@ -116,7 +119,7 @@ impl Harness {
             proxy,
             agents,
             jobs,
-            http: reqwest::Client::new(),
+            app,
             worker,
         }
     }
@@ -176,76 +179,44 @@ impl Harness {
 
     /// A request to the api-server's app API, asserting a 2xx answer.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.api.url()));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("api-server answers");
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        self.app.call(method, path, body).await
     }
 
-    /// Creates a project (an existing repository, so no setup ticket).
+    /// Creates a project with a graph node (an existing repository, so no setup ticket).
     pub async fn project(&self) -> Uuid {
-        let p = self
-            .call(
-                reqwest::Method::POST,
-                "/api/projects",
-                Some(json!({
-                    "name": format!("p-{}", Uuid::new_v4().simple()),
-                    "github_url": "https://github.com/acme/shop",
-                    "is_existing_repo": true,
-                })),
-            )
-            .await;
-        let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
-        self.call(
-            reqwest::Method::PUT,
-            &format!("/api/projects/{id}/graph"),
-            Some(json!({"nodes": [{"id": "n1", "data": {"label": "API"}}]})),
-        )
-        .await;
-        id
+        self.app.project().await
     }
 
     /// Creates a backlog ticket.
     pub async fn ticket(&self, project: Uuid) -> Uuid {
-        let t = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/projects/{project}/tickets"),
-                Some(json!({"title": "Add a health endpoint", "column_id": "backlog"})),
-            )
-            .await;
-        t["id"].as_str().unwrap().parse().unwrap()
+        self.app.ticket(project).await
     }
 
     /// Moves a ticket to In Progress and returns the queue job it enqueued.
     pub async fn start_ticket(&self, project: Uuid, ticket: Uuid) -> Uuid {
-        self.call(
-            reqwest::Method::PATCH,
-            &format!("/api/projects/{project}/tickets/{ticket}"),
-            Some(json!({"column_id": "in_progress"})),
-        )
-        .await;
-        let jobs = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/projects/{project}/tickets/{ticket}/jobs"),
-                None,
-            )
-            .await;
-        jobs[0]["job_id"].as_str().unwrap().parse().unwrap()
+        self.app.start_ticket(project, ticket).await
     }
 
     /// A new ticket, started; returns (ticket, queue job).
     pub async fn queued_ticket(&self, project: Uuid) -> (Uuid, Uuid) {
         let ticket = self.ticket(project).await;
         (ticket, self.start_ticket(project, ticket).await)
+    }
+
+    /// Waits until AgentJob `name`'s agent pod runs.
+    pub async fn wait_running(&self, name: &str) {
+        self.wait_agentjob(name, "running", |aj| {
+            aj.phase() == terarchitect_operator::crd::Phase::Running
+        })
+        .await;
+    }
+
+    /// A new ticket, started and its agent running; returns (ticket, queue job, AgentJob name).
+    pub async fn running_ticket(&self, project: Uuid) -> (Uuid, Uuid, String) {
+        let (ticket, job_id) = self.queued_ticket(project).await;
+        let name = agentjob_name(job_id);
+        self.wait_running(&name).await;
+        (ticket, job_id, name)
     }
 
     /// Sets api-server settings.
