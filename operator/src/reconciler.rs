@@ -215,16 +215,12 @@ async fn report_outcome(
         Reported::Gone => ("gone", "the queue job no longer exists".to_owned()),
     };
     ctx.metrics.report(label);
-    status.reported = true;
-    status.reported_attempt = aj.spec.attempt;
-    set_condition(
-        &mut status,
-        "Reported",
-        true,
-        "Reported",
-        &note,
-        aj.metadata.generation,
-    );
+    let mark_reported = |status: &mut AgentJobStatus, generation: Option<i64>| {
+        status.reported = true;
+        status.reported_attempt = aj.spec.attempt;
+        set_condition(status, "Reported", true, "Reported", &note, generation);
+    };
+    mark_reported(&mut status, aj.metadata.generation);
     // The queue has the outcome now: record that even if the AgentJob changed meanwhile (e.g.
     // the watchdog set spec.cancel), on the stored object, rather than report a second time.
     if let Err(e) = writer.write(&status).await {
@@ -233,16 +229,7 @@ async fn report_outcome(
         }
         let fresh = writer.api.get(&name).await?;
         let mut stored = fresh.status.clone().unwrap_or_default();
-        stored.reported = true;
-        stored.reported_attempt = aj.spec.attempt;
-        set_condition(
-            &mut stored,
-            "Reported",
-            true,
-            "Reported",
-            &note,
-            fresh.metadata.generation,
-        );
+        mark_reported(&mut stored, fresh.metadata.generation);
         writer.resource_version = fresh.resource_version();
         writer.write(&stored).await?;
     }
