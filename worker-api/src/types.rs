@@ -177,6 +177,11 @@ pub struct ClaimedJob {
     /// When the lease of this claim runs out unless extended by a heartbeat (addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Run credential minted for this claim (addition): a bearer token valid only for this job's
+    /// attempt, its ticket and its project, until the job finishes or is re-claimed. Hand it to
+    /// the agent instead of the worker key. Absent from servers that do not mint run tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_token: Option<String>,
 }
 
 fn default_execution_mode() -> String {
@@ -205,6 +210,7 @@ impl fmt::Debug for ClaimedJob {
             .field("created_at", &self.created_at)
             .field("attempt", &self.attempt)
             .field("lease_expires_at", &self.lease_expires_at)
+            .field("run_token", &self.run_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -603,6 +609,7 @@ mod tests {
             created_at: None,
             attempt: None,
             lease_expires_at: None,
+            run_token: None,
         };
         let v = serde_json::to_value(&job).unwrap();
         let obj = v.as_object().unwrap();

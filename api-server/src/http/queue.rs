@@ -205,6 +205,7 @@ async fn start_job(
         created_at: Some(job.created_at),
         attempt: Some(job.attempt),
         lease_expires_at: job.lease_expires_at,
+        run_token: None,
     };
     tracing::info!(job = %job.id, ticket = %job.ticket_id, kind = %kind, attempt = job.attempt, "claimed job");
     Ok(Json(claimed).into_response())
