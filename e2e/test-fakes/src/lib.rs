@@ -7,7 +7,9 @@
 //! - [`FakeOpenCode`]: a fake `opencode serve` that makes file changes in the directory the agent
 //!   names, and can hold messages (per key, or from an index on) until released or aborted;
 //! - [`FakeGitHub`]: the pull-request and issue-comment endpoints of the GitHub REST API;
-//! - [`GitRemote`]: a local bare repository with one commit on `main`, cloned over `file://`.
+//! - [`GitRemote`]: a local bare repository with one commit on `main`, cloned over `file://`;
+//! - [`ScriptedModel`]: a scripted OpenAI-compatible model for the worker (OpenCode's provider),
+//!   streaming, with tool calls that drive OpenCode's real tools.
 //!
 //! Every server binds `127.0.0.1` and lives as long as the Tokio runtime that started it.
 
@@ -15,6 +17,7 @@ mod git;
 mod github;
 mod llm;
 mod opencode;
+mod scripted_model;
 
 use std::net::SocketAddr;
 
@@ -24,6 +27,9 @@ pub use git::{GitRemote, git};
 pub use github::{FakeGitHub, GhState, pull_json};
 pub use llm::{FakeLlm, LlmKind, LlmState, answers};
 pub use opencode::{FakeOpenCode, OcState, fake_work};
+pub use scripted_model::{
+    ModelCall, ModelKind, ModelState, Reply, Rule, ScriptedModel, content_text,
+};
 
 /// Serves `app` on 127.0.0.1 (a fixed port when not 0); returns the base URL.
 ///
