@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "README quick start, as written (the api-server binary cargo test built)"
+scripts/check-quickstart.sh
+
 if [ -d charts/terarchitect ] || [ -f Dockerfile.agent ]; then
   step "offline tools (helm, kubernetes-validate, hadolint)"
   scripts/install-tools.sh

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod context_cache;
 pub mod db;
+pub mod env_file;
 pub mod http;
 pub mod log_writer;
 pub mod memory;

@@ -1,10 +1,12 @@
 //! `terarchitect-api-server`: serves the Terarchitect API.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use terarchitect_api_server::config::{Config, LogFormat};
+use terarchitect_api_server::env_file;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(config: &Config) {
@@ -33,10 +35,30 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The .env file is applied before clap reads its environment fallbacks, and before the
+    // runtime starts any thread (setting variables is only sound while single-threaded).
+    let env_file = env_file::read(Path::new(env_file::FILE_NAME), |k| {
+        std::env::var_os(k).is_some()
+    })
+    .context("reading the .env file")?;
+    if let Some(file) = &env_file {
+        // SAFETY: no other thread exists yet.
+        unsafe { file.apply_to_process() };
+    }
     let config = Config::parse();
     init_tracing(&config);
+    if let Some(file) = &env_file {
+        file.log();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let env = Arc::new(std::env::vars().collect());
     let server = terarchitect_api_server::start(config, env)
         .await

@@ -17,7 +17,7 @@ use crate::log_writer::LogWriter;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::queue::{self, JobEvents};
-use crate::settings::{EnvVars, Settings};
+use crate::settings::{EnvVars, Settings, key_bootstrap};
 use crate::state::{AppState, Policy};
 
 /// Why the server could not start.
@@ -41,6 +41,9 @@ pub enum StartError {
     /// The HTTP client for embeddings could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// `TERARCHITECT_SECRET_KEY` is malformed, or the generated key's file is unusable.
+    #[error(transparent)]
+    SecretKey(#[from] key_bootstrap::KeyBootstrapError),
 }
 
 /// Opens the configured database (PostgreSQL URL, or the SQLite file) and migrates it.
@@ -133,7 +136,12 @@ impl RunningServer {
 }
 
 /// Opens the database, checks the configuration, binds and starts serving.
+///
+/// A malformed `TERARCHITECT_SECRET_KEY` stops it; on an SQLite file without a key, the
+/// generated key beside the database is used ([`key_bootstrap`]).
 pub async fn start(config: Config, env: EnvVars) -> Result<RunningServer, StartError> {
+    let (env, key_source) = key_bootstrap::prepare(&config, env)?;
+    key_bootstrap::log_source(&key_source);
     let db = open_database(&config).await?;
     start_with_db(config, env, db).await
 }

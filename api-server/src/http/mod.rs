@@ -8,6 +8,7 @@ pub mod models;
 mod notes;
 mod projects;
 mod queue;
+mod root;
 mod settings;
 mod tickets;
 mod worker;
@@ -95,6 +96,7 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
         .merge(settings::router())
         .merge(worker_routes)
         .split_for_parts();
+    let openapi = openapi.merge_from(root::RootDoc::openapi());
     let openapi_json = Arc::new(openapi.to_json().expect("the OpenAPI document serialises"));
 
     let cors = CorsLayer::new()
@@ -121,6 +123,7 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
             }
         }),
     )
+    .route("/", get(root::index))
     .route("/health", get(health))
     .route("/readyz", get(ready))
     .route("/metrics", get(metrics))

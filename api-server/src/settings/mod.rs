@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod crypto;
+pub mod key_bootstrap;
 pub mod keys;
 
 use std::collections::{BTreeMap, HashMap};

@@ -2,6 +2,7 @@
 
 mod common;
 mod errors;
+mod first_run;
 mod projects;
 mod queue;
 mod settings;
