@@ -68,6 +68,25 @@ pub struct Config {
     )]
     pub require_worker_api_key: bool,
 
+    /// Admin token(s): when set, every non-worker endpoint (projects, tickets, notes, settings,
+    /// …) requires `Authorization: Bearer <token>`. Several (comma-separated, or the flag
+    /// repeated) allow rotation. Not a setting: `PUT /api/settings` cannot change it.
+    #[arg(
+        long = "admin-token",
+        env = "TERARCHITECT_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub admin_tokens: Vec<String>,
+
+    /// Refuse to start without an admin token (fail closed).
+    #[arg(
+        long,
+        env = "TERARCHITECT_REQUIRE_ADMIN_TOKEN",
+        default_value_t = false
+    )]
+    pub require_admin_token: bool,
+
     /// Lease of a claim whose claimer does not ask for one, in seconds. Long enough for
     /// clients that never heartbeat (the original coordinator): a job whose lease runs out goes
     /// back to pending.
@@ -166,6 +185,13 @@ mod tests {
         let cfg = Config::parse_from(["x"]);
         assert_eq!(cfg.bind.port(), 5010);
         assert!(!cfg.require_worker_api_key);
+        assert!(cfg.admin_tokens.is_empty() && !cfg.require_admin_token);
+    }
+
+    #[test]
+    fn admin_tokens_rotate_by_list_or_repetition() {
+        let cfg = Config::parse_from(["x", "--admin-token", "a,b", "--admin-token", "c"]);
+        assert_eq!(cfg.admin_tokens, ["a", "b", "c"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod log_writer;
 pub mod memory;
 pub mod metrics;
 pub mod queue;
+pub mod run_token;
 pub mod server;
 pub mod settings;
 pub mod state;

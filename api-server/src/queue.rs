@@ -47,13 +47,14 @@ impl JobEvents {
     }
 }
 
-/// Claims a job, waiting up to `wait` for one to become pending. Returns as soon as a claim
-/// succeeds; None at the deadline or on shutdown.
+/// Claims a job (binding `run_token_hash` to it), waiting up to `wait` for one to become
+/// pending. Returns as soon as a claim succeeds; None at the deadline or on shutdown.
 pub async fn claim_with_wait(
     db: &Db,
     events: &JobEvents,
     filter: &ClaimFilter,
     lease_seconds: u32,
+    run_token_hash: &str,
     wait: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Option<JobRow>, DbError> {
@@ -61,7 +62,7 @@ pub async fn claim_with_wait(
     let mut wakeups = events.subscribe();
     loop {
         wakeups.borrow_and_update();
-        if let Some(job) = db.claim_job(filter, lease_seconds).await? {
+        if let Some(job) = db.claim_job(filter, lease_seconds, run_token_hash).await? {
             return Ok(Some(job));
         }
         let now = Instant::now();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::context_cache::ContextCache;
 use crate::db::{Db, DbError, DbOptions};
+use crate::http::admin_auth::{AdminTokens, open_admin_api_exposed};
 use crate::http::{self, RouterOptions};
 use crate::log_writer::LogWriter;
 use crate::memory::Memory;
@@ -38,6 +39,11 @@ pub enum StartError {
         "--require-worker-api-key is set but no worker API key is configured (TERARCHITECT_WORKER_API_KEY)"
     )]
     NoWorkerKey,
+    /// Fail-closed mode without an admin token.
+    #[error(
+        "--require-admin-token is set but no admin token is configured (TERARCHITECT_ADMIN_TOKEN)"
+    )]
+    NoAdminToken,
     /// The HTTP client for embeddings could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -135,6 +141,23 @@ impl RunningServer {
     }
 }
 
+/// The configured admin tokens; fails in fail-closed mode without one, warns when the admin
+/// API is open on a non-loopback address.
+fn admin_tokens(config: &Config) -> Result<AdminTokens, StartError> {
+    let tokens = AdminTokens::new(&config.admin_tokens);
+    if !tokens.is_enabled() && config.require_admin_token {
+        return Err(StartError::NoAdminToken);
+    }
+    if open_admin_api_exposed(&tokens, &config.bind) {
+        tracing::warn!(
+            bind = %config.bind,
+            "no admin token is configured (TERARCHITECT_ADMIN_TOKEN) and the server listens on a \
+             non-loopback address: anyone who can reach it can change settings, projects and tickets"
+        );
+    }
+    Ok(tokens)
+}
+
 /// Opens the database, checks the configuration, binds and starts serving.
 ///
 /// A malformed `TERARCHITECT_SECRET_KEY` stops it; on an SQLite file without a key, the
@@ -153,6 +176,7 @@ pub async fn start_with_db(
     db: Db,
 ) -> Result<RunningServer, StartError> {
     terarchitect_worker_api::ensure_crypto_provider();
+    let admin_tokens = admin_tokens(&config)?;
     let settings = Arc::new(Settings::new(
         db.clone(),
         env,
@@ -188,6 +212,7 @@ pub async fn start_with_db(
             require_worker_api_key: config.require_worker_api_key,
             default_lease_seconds: config.default_lease_seconds,
             redact_context_secrets: config.redact_context_secrets,
+            admin_tokens,
         }),
         context_cache: Arc::new(ContextCache::new(config.context_cache_bytes)),
         logs: LogWriter::start(db.clone()),

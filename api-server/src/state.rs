@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context_cache::ContextCache;
 use crate::db::Db;
+use crate::http::admin_auth::AdminTokens;
 use crate::log_writer::LogWriter;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub struct Policy {
     pub default_lease_seconds: u32,
     /// Blank secret values in worker-context's agent_settings.
     pub redact_context_secrets: bool,
+    /// Tokens the admin endpoints require (none: open).
+    pub admin_tokens: AdminTokens,
 }
 
 /// Everything a handler may use. Cheap to clone.

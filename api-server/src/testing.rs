@@ -284,6 +284,10 @@ pub struct TestOptions {
     /// Port to listen on (any free port when None), e.g. to restart a server on the address
     /// its clients already use.
     pub port: Option<u16>,
+    /// Admin tokens the non-worker endpoints require (open when empty).
+    pub admin_tokens: Vec<String>,
+    /// Refuse to start without an admin token.
+    pub require_admin_token: bool,
 }
 
 impl TestOptions {
@@ -351,6 +355,8 @@ impl TestServer {
         if let Some(port) = opts.port {
             config.bind.set_port(port);
         }
+        config.admin_tokens = opts.admin_tokens.clone();
+        config.require_admin_token = opts.require_admin_token;
         let db = Db::connect(
             url,
             &DbOptions {

@@ -68,19 +68,21 @@ pub struct ExpiryPass {
 }
 
 impl Db {
-    /// Atomically claims the oldest pending job (by creation time, then insertion order) and
-    /// gives it a lease of `lease_seconds`. Safe under any number of concurrent claimers:
+    /// Atomically claims the oldest pending job (by creation time, then insertion order), gives
+    /// it a lease of `lease_seconds` and binds `run_token_hash` to the new attempt (replacing
+    /// the previous attempt's). Safe under any number of concurrent claimers:
     /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, a single-writer transaction on SQLite.
     pub async fn claim_job(
         &self,
         filter: &ClaimFilter,
         lease_seconds: u32,
+        run_token_hash: &str,
     ) -> DbResult<Option<JobRow>> {
         let ts = now();
         let expires = ts + Duration::seconds(i64::from(lease_seconds));
         let project_clause = match filter.project_ids.len() {
             0 => String::new(),
-            n => format!(" AND project_id IN ({})", placeholders(4, n)),
+            n => format!(" AND project_id IN ({})", placeholders(5, n)),
         };
         let sql = match self.dialect() {
             Dialect::Postgres => format!(
@@ -88,13 +90,15 @@ impl Db {
                    ORDER BY created_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  UPDATE agent_jobs SET status = 'running', attempt = attempt + 1, claimed_at = $1, \
                    updated_at = $1, lease_seconds = $2, lease_expires_at = $3, \
-                   fail_reason = NULL, fail_message = NULL \
+                   fail_reason = NULL, fail_message = NULL, \
+                   run_token_hash = $4, run_token_attempt = attempt + 1 \
                  WHERE id = (SELECT id FROM next) RETURNING {JOB_COLUMNS}"
             ),
             Dialect::Sqlite => format!(
                 "UPDATE agent_jobs SET status = 'running', attempt = attempt + 1, claimed_at = $1, \
                    updated_at = $1, lease_seconds = $2, lease_expires_at = $3, \
-                   fail_reason = NULL, fail_message = NULL \
+                   fail_reason = NULL, fail_message = NULL, \
+                   run_token_hash = $4, run_token_attempt = attempt + 1 \
                  WHERE id = (SELECT id FROM agent_jobs WHERE status = 'pending'{project_clause} \
                    ORDER BY created_at, seq LIMIT 1) RETURNING {JOB_COLUMNS}"
             ),
@@ -104,7 +108,8 @@ impl Db {
             let mut q = sqlx::query_as::<_, JobRow>(AssertSqlSafe(sql.as_str()))
                 .bind(ts)
                 .bind(lease_seconds as i32)
-                .bind(expires);
+                .bind(expires)
+                .bind(run_token_hash);
             for pid in &filter.project_ids {
                 q = q.bind(*pid);
             }

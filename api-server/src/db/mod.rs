@@ -9,6 +9,7 @@ mod logs;
 mod memory;
 mod notes;
 mod projects;
+mod run_tokens;
 mod settings;
 mod tickets;
 

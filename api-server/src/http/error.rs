@@ -14,6 +14,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401 with a message.
     Unauthorized(&'static str),
+    /// 403 with a message.
+    Forbidden(&'static str),
     /// 404 with a message.
     NotFound(String),
     /// 409 with a full JSON body.
@@ -48,6 +50,7 @@ impl IntoResponse for ApiError {
         let (status, body) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({"error": m})),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"error": m})),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
             ApiError::Conflict(body) => (StatusCode::CONFLICT, body),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": m})),

@@ -1,5 +1,6 @@
 //! The HTTP API: routes, middleware, the OpenAPI document, health and metrics.
 
+pub mod admin_auth;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -8,6 +9,7 @@ pub mod models;
 mod notes;
 mod projects;
 mod queue;
+pub mod run_scope;
 mod root;
 mod settings;
 mod tickets;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -59,6 +61,11 @@ impl utoipa::Modify for WorkerTokenScheme {
             "worker_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Required by every non-worker endpoint when the server has admin tokens configured.
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -85,16 +92,24 @@ fn local_origin(origin: &HeaderValue) -> bool {
 
 /// Builds the whole application router and its OpenAPI document.
 pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
+    // Three groups, each with its own guard: the admin API (admin token when configured), the
+    // worker API (worker key or run token) and public routes (no guard of ours).
+    let admin_routes = projects::router()
+        .merge(tickets::router())
+        .merge(notes::router())
+        .merge(settings::router())
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            admin_auth::require_admin_auth,
+        ));
     let worker_routes = worker::router()
         .merge(queue::router())
         .merge(memory::router())
         .route_layer(from_fn_with_state(state.clone(), auth::require_worker_auth));
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(projects::router())
-        .merge(tickets::router())
-        .merge(notes::router())
-        .merge(settings::router())
+        .merge(admin_routes)
         .merge(worker_routes)
+        .merge(public_routes())
         .split_for_parts();
     let openapi = openapi.merge_from(root::RootDoc::openapi());
     let openapi_json = Arc::new(openapi.to_json().expect("the OpenAPI document serialises"));
@@ -109,7 +124,7 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([CONTENT_TYPE]);
+        .allow_headers([CONTENT_TYPE, AUTHORIZATION]);
 
     api.route(
         "/api/openapi.json",
@@ -144,6 +159,13 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
             .into_response()
     }))
     .with_state(state)
+}
+
+/// Documented routes exempt from admin and worker auth, for endpoints that check their own
+/// credential (e.g. a webhook verifying its signature): to exempt a route, merge its router
+/// here. The probes, `/metrics` and `/api/openapi.json` are open too (added in [`router`]).
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
 }
 
 /// Liveness, as the original: always healthy while the process serves.

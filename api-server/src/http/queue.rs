@@ -23,6 +23,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{OptionalJsonBody, PathParams};
 use crate::db::{ClaimFilter, JobRow, TransitionOutcome};
 use crate::queue::claim_with_wait;
+use crate::run_token;
 use crate::state::AppState;
 
 /// Shortest lease a claimer may ask for, in seconds.
@@ -149,8 +150,9 @@ async fn start_job(
     )?
     .map_or(state.policy.default_lease_seconds, |s| s as u32);
     let filter = ClaimFilter { project_ids };
+    let run_token = run_token::mint();
     // Try at once; only an empty answer needs the projects to be checked (and the wait).
-    let mut job = state.db.claim_job(&filter, lease).await?;
+    let mut job = state.db.claim_job(&filter, lease, &run_token.hash).await?;
     if job.is_none() {
         for pid in &filter.project_ids {
             if state.db.get_project(*pid).await?.is_none() {
@@ -163,6 +165,7 @@ async fn start_job(
                 &state.events,
                 &filter,
                 lease,
+                &run_token.hash,
                 Duration::from_secs(wait),
                 &state.shutdown,
             )
@@ -205,7 +208,7 @@ async fn start_job(
         created_at: Some(job.created_at),
         attempt: Some(job.attempt),
         lease_expires_at: job.lease_expires_at,
-        run_token: None,
+        run_token: Some(run_token.token),
     };
     tracing::info!(job = %job.id, ticket = %job.ticket_id, kind = %kind, attempt = job.attempt, "claimed job");
     Ok(Json(claimed).into_response())

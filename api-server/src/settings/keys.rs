@@ -66,12 +66,15 @@ pub const AGENT_ENV_KEYS: [&str; 17] = [
     "MEMORY_EMBEDDING_MODEL",
 ];
 
-/// Keys of worker-context's `agent_settings` object, in the original's order.
-pub const AGENT_SETTINGS_KEYS: [&str; 19] = [
+/// Keys of worker-context's `agent_settings` object, in the original's order, plus
+/// `WORKER_MODE`: the original stores it but leaves it out (reference §9, item 28), so a mode
+/// saved through the settings API never reached an agent that reads worker-context.
+pub const AGENT_SETTINGS_KEYS: [&str; 20] = [
     "AGENT_PROVIDER",
     "AGENT_LLM_URL",
     "AGENT_MODEL",
     "AGENT_API_KEY",
+    "WORKER_MODE",
     "WORKER_LLM_URL",
     "WORKER_MODEL",
     "WORKER_API_KEY",

@@ -1,5 +1,6 @@
 //! HTTP-level tests of the api-server, each run on PostgreSQL and on SQLite.
 
+mod auth;
 mod common;
 mod errors;
 mod first_run;

@@ -95,7 +95,7 @@ async fn worker_context_shape(backend: Backend) {
     assert_eq!(ctx["in_progress_tickets"][0]["id"], tid.to_string());
     assert_eq!(ctx["in_progress_tickets"][0]["_current_ticket"], true);
     let settings = ctx["agent_settings"].as_object().unwrap();
-    assert_eq!(settings.len(), 19);
+    assert_eq!(settings.len(), 20);
     assert_eq!(
         settings["AGENT_API_KEY"], "sk-agent",
         "secrets are decrypted for the agent"
@@ -109,7 +109,8 @@ async fn worker_context_shape(backend: Backend) {
         "github_agent_token is a DB setting here"
     );
     assert_eq!(settings["WORKER_LLM_URL"], "");
-    assert!(!settings.contains_key("WORKER_MODE"));
+    // The original left WORKER_MODE out although PUT /api/settings stores it (issue 10).
+    assert_eq!(settings["WORKER_MODE"], "opencode", "a saved WORKER_MODE is honoured");
 
     // Unknown ticket, or a ticket of another project: 404.
     assert_eq!(
