@@ -93,6 +93,11 @@ if "$bin" --help | grep -q TERARCHITECT_ADMIN_TOKEN; then
   start_server "$work/admin" TERARCHITECT_ADMIN_TOKEN="$token"
   status=$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/api/projects")
   [ "$status" = 401 ] || { echo "without the token /api/projects answered $status, not 401" >&2; exit 1; }
+  # The landing document and the probes stay public.
+  for path in / /health; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "http://$addr$path")
+    [ "$status" = 200 ] || { echo "without the token $path answered $status, not 200" >&2; exit 1; }
+  done
   run_block "$work/admin" "$token"
   stop_server
 fi
