@@ -15,7 +15,11 @@
 #        container, secrets only through secretKeyRef (never a literal value, and no Secret
 #        value appearing in any other object), every secretKeyRef to a rendered Secret names a
 #        key it has, every Service selects pods the chart renders, the operator's fixed
-#        contract (command, LEADER_ELECTION, POD_NAME, probes on 8080).
+#        contract (command, LEADER_ELECTION, POD_NAME, probes on 8080), the operator's Role
+#        grants exactly the verbs its code uses, the api-server requires the admin token, and
+#        the agent pods' NetworkPolicy (on by default) allows no ingress and egress only to
+#        DNS, the api-server port and ipBlocks that exclude every private, CGNAT, loopback and
+#        link-local range (169.254.169.254); with ci/agents-egress-values.yaml, widened.
 #   4. Negative tests: `helm template` with each ci/bad/*.yaml must fail, with the message
 #      given on the file's first line (`# expect: <text>`).
 #   5. The example AgentJobs (charts/terarchitect/examples/*.yaml) validate against the CRD's
@@ -94,7 +98,136 @@ SERVICE_MONITOR = {
 }
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR}
 # Env names that look secret but hold plain settings.
-NOT_SECRET_ENV = {"TERARCHITECT_REQUIRE_WORKER_API_KEY", "TERARCHITECT_REDACT_CONTEXT_SECRETS"}
+NOT_SECRET_ENV = {"TERARCHITECT_REQUIRE_WORKER_API_KEY", "TERARCHITECT_REQUIRE_ADMIN_TOKEN",
+                  "TERARCHITECT_REDACT_CONTEXT_SECRETS"}
+# The operator's Role: exactly these verbs on the resources its code uses (rbac.extraRules may
+# add other resources, never other verbs here). delete on agentjobs: retention (TTL); delete on
+# secrets: the run's env Secret once its outcome is reported.
+OPERATOR_ROLE = {
+    ("terarchitect.io", "agentjobs", ()): {"get", "list", "watch", "create", "patch", "delete"},
+    ("terarchitect.io", "agentjobs/status", ()): {"get", "patch"},
+    ("terarchitect.io", "agentjobs/finalizers", ()): {"update"},
+    ("batch", "jobs", ()): {"get", "list", "watch", "create", "delete"},
+    ("", "pods", ()): {"get", "list", "watch"},
+    ("", "secrets", ()): {"get", "create", "patch", "delete"},
+    ("events.k8s.io", "events", ()): {"create", "patch"},
+    ("coordination.k8s.io", "leases", ()): {"create"},
+    ("coordination.k8s.io", "leases", ("LEASE",)): {"get", "patch"},
+}
+AGENT_LABELS = {"app.kubernetes.io/name": "terarchitect-agent",
+                "app.kubernetes.io/managed-by": "terarchitect-operator"}
+# Ranges no agent pod may reach through an ipBlock: private networks (pods, Services, nodes and
+# the Kubernetes API on most clusters), CGNAT, loopback and link-local (cloud metadata).
+AGENT_FORBIDDEN = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                   "127.0.0.0/8", "169.254.0.0/16", "169.254.169.254/32"]
+
+def check_role(doc, err):
+    """The operator's Role grants exactly OPERATOR_ROLE on the resources it names."""
+    granted = {}
+    for rule in doc.get("rules", []):
+        names = tuple(rule.get("resourceNames", []))
+        for group in rule.get("apiGroups", []):
+            for res in rule.get("resources", []):
+                key = (group, res, ("LEASE",) if names and res == "leases" else names)
+                granted.setdefault(key, set()).update(rule.get("verbs", []))
+    for key, verbs in OPERATOR_ROLE.items():
+        if granted.get(key) != verbs:
+            err(doc, f"{key[0] or 'core'}/{key[1]}{' (by name)' if key[2] else ''}: verbs {sorted(granted.get(key, []))}, expected {sorted(verbs)}")
+    extra = {k for k in granted if (k[0], k[1]) in {(g, r) for g, r, _ in OPERATOR_ROLE} and k not in OPERATOR_ROLE}
+    for key in extra:
+        err(doc, f"unexpected rule on {key}")
+
+def peer_selects_everything(peer):
+    """A peer that matches every pod (of a namespace or of the cluster)."""
+    if "ipBlock" in peer:
+        return False
+    ns, pod = peer.get("namespaceSelector"), peer.get("podSelector")
+    empty = lambda s: s is not None and not s.get("matchLabels") and not s.get("matchExpressions")
+    return (pod is None and empty(ns)) or empty(pod)
+
+def check_agent_policy(name, docs, err):
+    """The agent pods' NetworkPolicy (one, on by default) passes check_one_agent_policy."""
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"
+                and d["spec"].get("podSelector", {}).get("matchLabels") == AGENT_LABELS]
+    if name == "default":
+        if len(policies) != 1:
+            fail(f"default: expected one NetworkPolicy for agent pods, got {len(policies)}")
+        self_test_agent_policy(policies[0])
+    for doc in policies:
+        check_one_agent_policy(name, doc, err)
+
+def check_one_agent_policy(name, doc, err):
+    """No ingress; egress to DNS (53), the api-server port and ipBlocks that exclude every
+    private and link-local range; extra rules name their peers and ports."""
+    import ipaddress
+    spec = doc["spec"]
+    if sorted(spec.get("policyTypes", [])) != ["Egress", "Ingress"]:
+        err(doc, "agent policy must restrict Ingress and Egress")
+    if spec.get("ingress"):
+        err(doc, "agent pods must accept no ingress")
+    kinds = []
+    for rule in spec.get("egress", []):
+        to, ports = rule.get("to"), rule.get("ports")
+        if not to or not ports:
+            err(doc, f"egress rule without 'to' or 'ports' allows too much: {rule}")
+            continue
+        if any(peer_selects_everything(p) for p in to):
+            err(doc, f"egress peer selecting every pod: {rule}")
+        port_set = {(p.get("port"), p.get("protocol", "TCP")) for p in ports}
+        for peer in to:
+            block = peer.get("ipBlock")
+            if not block:
+                continue
+            cidr = ipaddress.ip_network(block["cidr"])
+            excepts = [ipaddress.ip_network(e) for e in block.get("except", [])]
+            for bad in map(ipaddress.ip_network, AGENT_FORBIDDEN):
+                if bad.version == cidr.version and cidr.overlaps(bad) and not any(
+                        e.version == bad.version and bad.subnet_of(e) for e in excepts):
+                    err(doc, f"ipBlock {block['cidr']} reaches {bad}")
+        if port_set == {(53, "UDP"), (53, "TCP")} and all("ipBlock" not in p for p in to):
+            kinds.append("dns")
+        elif port_set == {(5010, "TCP")} and all(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "api-server" for p in to):
+            kinds.append("api-server")
+        elif all("ipBlock" in p for p in to):
+            kinds.append("internet")
+            if name == "default" and port_set != {(443, "TCP")}:
+                err(doc, f"default: the outside world on 443 only, got {sorted(port_set)}")
+        else:
+            kinds.append("extra")
+    if kinds[:2] != ["dns", "api-server"]:
+        err(doc, f"egress must start with DNS and the api-server port, got {kinds}")
+    if name == "default" and kinds != ["dns", "api-server", "internet"]:
+        err(doc, f"default: egress must be DNS, api-server, internet; got {kinds}")
+    if name == "agents-egress" and kinds.count("extra") != 1:
+        err(doc, f"agents-egress: the extra egress rule is missing: {kinds}")
+
+def self_test_agent_policy(good):
+    """The agent policy check must reject broken policies, or it proves nothing."""
+    def broken(mutate):
+        d = copy.deepcopy(good); mutate(d["spec"]); return d
+    def internet(s):
+        return next(r for r in s["egress"] if any("ipBlock" in p for p in r["to"]))["to"][0]["ipBlock"]
+    def drop_except(cidr):
+        return lambda s: internet(s).update({"except": [e for e in internet(s)["except"] if e != cidr]})
+    cases = {
+        "the metadata address reachable": broken(drop_except("169.254.0.0/16")),
+        "the pod network reachable": broken(drop_except("10.0.0.0/8")),
+        "egress to anywhere on a port": broken(lambda s: s["egress"].append({"ports": [{"port": 6443}]})),
+        "egress to every pod": broken(lambda s: s["egress"].append({"to": [{"namespaceSelector": {}}], "ports": [{"port": 80}]})),
+        "ingress": broken(lambda s: s.update(ingress=[{"from": [{"podSelector": {}}]}])),
+        "no Egress policy type": broken(lambda s: s.update(policyTypes=["Ingress"])),
+        "port 80 to the outside": broken(lambda s: next(r for r in s["egress"] if any("ipBlock" in p for p in r["to"]))["ports"].append({"port": 80, "protocol": "TCP"})),
+    }
+    found = []
+    check_one_agent_policy("default", good, lambda d, m: found.append(m))
+    if found:
+        fail(f"the agent NetworkPolicy self-test rejects the good policy: {found}")
+    for what, doc in cases.items():
+        found = []
+        check_one_agent_policy("default", doc, lambda d, m: found.append(m))
+        if not found:
+            fail(f"the agent NetworkPolicy check accepts a policy with {what}")
+    print(f"    agent NetworkPolicy: {len(cases)} broken variants rejected")
 SECRET_ENV = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET|DATABASE_URL|_URI)$")
 
 def pod_spec(doc):
@@ -123,6 +256,8 @@ def check_render(name, path, out_builtin):
             for rule in doc.get("rules", []):
                 if "*" in rule.get("verbs", []) or "*" in rule.get("resources", []):
                     err(doc, f"wildcard in rule {rule}")
+            if doc["metadata"]["name"].endswith("-operator"):
+                check_role(doc, err)
         if doc["kind"] == "Secret":
             data = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
             data.update(doc.get("stringData") or {})
@@ -185,9 +320,18 @@ def check_render(name, path, out_builtin):
                 if c.get(probe, {}).get("httpGet", {}).get("path") != p:
                     err(doc, f"{probe} must GET {p}")
             for required in ("TERARCHITECT_API_URL", "TERARCHITECT_WORKER_API_KEY", "OPERATOR_NAMESPACE",
-                             "AGENT_IMAGE", "AGENT_SERVICE_ACCOUNT", "LEADER_ELECTION_LEASE"):
+                             "AGENT_IMAGE", "AGENT_SERVICE_ACCOUNT", "LEADER_ELECTION_LEASE",
+                             "TERARCHITECT_ADMIN_TOKEN", "AGENTJOB_TTL_SECONDS"):
                 if required not in env:
                     err(doc, f"operator env lacks {required}")
+        if doc["metadata"]["name"].endswith("-api-server") and doc["kind"] == "Deployment":
+            env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
+            if "secretKeyRef" not in env.get("TERARCHITECT_ADMIN_TOKEN", {}).get("valueFrom", {}):
+                err(doc, "api-server needs TERARCHITECT_ADMIN_TOKEN from a secretKeyRef")
+            if name == "default" and env.get("TERARCHITECT_REQUIRE_ADMIN_TOKEN", {}).get("value") != "true":
+                err(doc, "default: TERARCHITECT_REQUIRE_ADMIN_TOKEN must be \"true\"")
+
+    check_agent_policy(name, docs, err)
 
     # Every Service selects pods of the chart.
     for doc in docs:
@@ -287,6 +431,7 @@ def check_examples(crd_path, *examples):
         "projectId not a UUID": broken(lambda d: d["spec"].update(projectId="nope")),
         "unknown field": broken(lambda d: d["spec"].update(replicas=2)),
         "timeoutSeconds below 60": broken(lambda d: d["spec"].update(timeoutSeconds=5)),
+        "negative ttlSecondsAfterFinished": broken(lambda d: d["spec"].update(ttlSecondsAfterFinished=-1)),
         "review without review": broken(lambda d: d["spec"].update(kind="review")),
         "wrong apiVersion": broken(lambda d: d.update(apiVersion="terarchitect.io/v1")),
     }

@@ -9,6 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
+/// Default retention of finished AgentJobs: 7 days.
+pub const DEFAULT_AGENTJOB_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
 /// Terarchitect Kubernetes operator.
 #[derive(Debug, Parser)]
 #[command(name = "terarchitect-operator", version, about, long_about = None)]
@@ -79,6 +82,12 @@ pub struct RunConfig {
     #[arg(long, env = "TERARCHITECT_WORKER_API_KEY", hide_env_values = true)]
     pub worker_api_key: Option<String>,
 
+    /// Admin token of the api-server (`TERARCHITECT_ADMIN_TOKEN`; of a comma-separated rotation
+    /// list the first is used). Sent only to non-worker endpoints (`GET /api/settings`), never
+    /// handed to agents.
+    #[arg(long, env = "TERARCHITECT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// GitHub token handed to agents when the claim carries none.
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
@@ -142,6 +151,11 @@ pub struct RunConfig {
     /// Seconds a finished Job is kept before Kubernetes deletes it.
     #[arg(long, env = "JOB_TTL_SEC", default_value_t = 3600)]
     pub job_ttl_sec: i32,
+
+    /// Seconds a finished (and reported) AgentJob is kept before the operator deletes it, unless
+    /// its spec.ttlSecondsAfterFinished says otherwise; 0 keeps finished AgentJobs forever.
+    #[arg(long, env = "AGENTJOB_TTL_SECONDS", default_value_t = DEFAULT_AGENTJOB_TTL_SECONDS)]
+    pub agentjob_ttl_seconds: u64,
 
     /// Seconds an agent pod may stay pending (image pull errors, unschedulable) before the run
     /// fails with the reason.
@@ -308,6 +322,17 @@ impl RunConfig {
             .find(|t| !t.is_empty())
     }
 
+    /// The admin token to send to non-worker endpoints: the first non-blank entry of
+    /// `TERARCHITECT_ADMIN_TOKEN` (a comma-separated rotation list).
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin_token
+            .as_deref()?
+            .split(',')
+            .map(str::trim)
+            .find(|t| !t.is_empty())
+            .map(str::to_owned)
+    }
+
     /// This replica's identity for leader election.
     pub fn identity(&self) -> String {
         self.identity
@@ -391,5 +416,16 @@ mod tests {
             RunConfig::from_args(["--api-url", "http://api", "--max-concurrent-agents", "x"])
                 .is_err()
         );
+        assert_eq!(cfg.agentjob_ttl_seconds, 7 * 24 * 3600);
+        assert_eq!(cfg.admin_token(), None);
+    }
+
+    #[test]
+    fn admin_token_takes_the_first_of_a_rotation_list() {
+        let cfg = RunConfig::from_args(["--api-url", "http://api", "--admin-token", " , new, old"])
+            .unwrap();
+        assert_eq!(cfg.admin_token().as_deref(), Some("new"));
+        let cfg = RunConfig::from_args(["--api-url", "http://api", "--admin-token", " "]).unwrap();
+        assert_eq!(cfg.admin_token(), None);
     }
 }

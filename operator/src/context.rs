@@ -28,8 +28,13 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Client for non-worker endpoints (`GET /api/settings`): carries the admin token, or no
+    /// token at all, never the worker key.
+    pub admin_api: WorkerApiClient,
     /// How long an agent pod may stay pending with a problem.
     pub pending_timeout: Duration,
+    /// Default retention of finished AgentJobs (`None`: kept forever).
+    pub agentjob_ttl: Option<Duration>,
     /// Notified whenever a run finishes (a slot frees up).
     pub capacity: Notify,
     /// AgentJobs this replica created that the watch cache may not show yet.
@@ -48,15 +53,33 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// The api-server clients of a [`Context`].
+#[derive(Debug, Clone)]
+pub struct ApiClients {
+    /// Worker endpoints, with the worker key.
+    pub worker: WorkerApiClient,
+    /// Non-worker endpoints, with the admin token (if any).
+    pub admin: WorkerApiClient,
+}
+
+/// Timing settings of a [`Context`].
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How long an agent pod may stay pending with a problem.
+    pub pending_timeout: Duration,
+    /// Default retention of finished AgentJobs (`None`: kept forever).
+    pub agentjob_ttl: Option<Duration>,
+}
+
 impl Context {
     /// A context for `namespace`.
     pub fn new(
         client: Client,
         namespace: String,
-        api: WorkerApiClient,
+        apis: ApiClients,
         defaults: JobDefaults,
         metrics: Arc<Metrics>,
-        pending_timeout: Duration,
+        timing: Timing,
         identity: &str,
     ) -> Self {
         let reporter = Reporter {
@@ -67,10 +90,12 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace,
-            api,
+            api: apis.worker,
+            admin_api: apis.admin,
             defaults,
             metrics,
-            pending_timeout,
+            pending_timeout: timing.pending_timeout,
+            agentjob_ttl: timing.agentjob_ttl,
             capacity: Notify::new(),
             inflight: Mutex::new(HashSet::new()),
             finished: Mutex::new(HashSet::new()),

@@ -106,6 +106,12 @@ pub struct AgentJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 60").message("timeoutSeconds must be at least 60"))]
     pub timeout_seconds: Option<i64>,
+    /// Seconds the AgentJob is kept once its run finished (and its outcome was reported); the
+    /// operator then deletes it, and with it its Job and Secret. 0 keeps it forever. When absent
+    /// the operator's AGENTJOB_TTL_SECONDS applies (7 days by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("ttlSecondsAfterFinished must not be negative"))]
+    pub ttl_seconds_after_finished: Option<i64>,
     /// Names of Secrets in this namespace whose keys become environment variables of the agent
     /// (settings and tokens such as GITHUB_TOKEN, AGENT_API_KEY, WORKER_API_KEY).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -233,6 +239,30 @@ impl AgentJob {
     pub fn is_live(&self) -> bool {
         !self.is_finished()
     }
+
+    /// When a finished run ended: `status.finishTime`, else the `Finished` condition's
+    /// transition time.
+    pub fn finished_at(&self) -> Option<Time> {
+        let status = self.status.as_ref()?;
+        status.finish_time.clone().or_else(|| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Finished" && c.status == "True")
+                .map(|c| c.last_transition_time.clone())
+        })
+    }
+
+    /// Whether nothing remains to be reported: the outcome went to the queue for the current
+    /// attempt, or there is no queue job (a hand-made AgentJob).
+    pub fn is_settled(&self) -> bool {
+        if self.spec.queue_job_id.is_none() {
+            return true;
+        }
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.reported && s.reported_attempt == self.spec.attempt)
+    }
 }
 
 /// Why a spec is invalid.
@@ -280,6 +310,9 @@ impl AgentJobSpec {
                 "spec.timeoutSeconds must be at least {MIN_TIMEOUT_SECONDS}"
             ));
         }
+        if self.ttl_seconds_after_finished.is_some_and(|t| t < 0) {
+            problems.push("spec.ttlSecondsAfterFinished must not be negative".to_owned());
+        }
         if let Some(id) = &self.queue_job_id
             && !valid_uuid(id)
         {
@@ -318,6 +351,7 @@ mod tests {
             image: None,
             resources: None,
             timeout_seconds: None,
+            ttl_seconds_after_finished: None,
             env_from_secrets: vec![],
             cancel: false,
         }
@@ -330,6 +364,7 @@ mod tests {
         s.kind = AgentJobKind::Review;
         s.ticket_id = "nope".into();
         s.timeout_seconds = Some(5);
+        s.ttl_seconds_after_finished = Some(-1);
         let err = s.validate().unwrap_err().0;
         assert!(err.contains("ticketId must be a UUID"), "{err}");
         assert!(
@@ -337,6 +372,7 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("at least 60"), "{err}");
+        assert!(err.contains("ttlSecondsAfterFinished"), "{err}");
         s = spec();
         s.kind = AgentJobKind::Review;
         s.review = Some(ReviewSpec {

@@ -73,6 +73,74 @@ pub enum DispatchError {
     Api(#[from] WorkerApiError),
 }
 
+/// Labels of a claim's AgentJob and Secret.
+fn claim_labels(job: &ClaimedJob) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (LABEL_PROJECT.to_owned(), job.project_id.to_string()),
+        (LABEL_TICKET.to_owned(), job.ticket_id.to_string()),
+        (LABEL_QUEUE_JOB.to_owned(), job.job_id.to_string()),
+    ])
+}
+
+/// The AgentJob spec of a claim: what to run, never a secret (those go to `secret_name`).
+fn agentjob_spec(job: &ClaimedJob, secret_name: String) -> AgentJobSpec {
+    AgentJobSpec {
+        project_id: job.project_id.to_string(),
+        ticket_id: job.ticket_id.to_string(),
+        kind: match job.kind {
+            JobKind::Ticket => AgentJobKind::Ticket,
+            JobKind::Review => AgentJobKind::Review,
+        },
+        repo_url: job.repo_url.clone(),
+        queue_job_id: Some(job.job_id.to_string()),
+        attempt: job.attempt,
+        review: job.review.as_ref().map(|r| ReviewSpec {
+            pr_number: r.pr_number,
+            comment_body: r.comment_body.clone(),
+            github_comment_id: r.github_comment_id,
+        }),
+        image: None,
+        resources: None,
+        timeout_seconds: None,
+        ttl_seconds_after_finished: None,
+        env_from_secrets: vec![secret_name],
+        cancel: false,
+    }
+}
+
+/// The agent's environment for a claim: the claim's `agent_env` (settings and secrets), the
+/// claim's run token as `TERARCHITECT_WORKER_API_KEY`, and the operator's GitHub token as a
+/// fallback. Only a server that mints no run tokens (the original app) gets the operator's own
+/// worker key handed to the agent, as the original coordinator did.
+pub fn agent_env(job: &ClaimedJob, cfg: &DispatchConfig) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = job.agent_env.clone().unwrap_or_default();
+    env.retain(|_, v| !v.trim().is_empty());
+    let run_token = job.run_token.as_deref().filter(|t| !t.trim().is_empty());
+    if let Some(token) = run_token {
+        env.insert(WORKER_KEY_ENV.to_owned(), token.to_owned());
+    }
+    // Without a run token: the operator's own key, as the original coordinator did.
+    let worker_key = match run_token {
+        Some(_) => None,
+        None => cfg.worker_api_key.as_deref(),
+    };
+    let fallbacks = [
+        (WORKER_KEY_ENV, worker_key),
+        ("GITHUB_TOKEN", cfg.github_token.as_deref()),
+        ("GH_TOKEN", cfg.github_token.as_deref()),
+    ];
+    for (key, value) in fallbacks {
+        if let Some(v) = value {
+            env.entry(key.to_owned()).or_insert_with(|| v.to_owned());
+        }
+    }
+    env
+}
+
+/// The agent's variable for its worker API bearer token.
+pub const WORKER_KEY_ENV: &str = "TERARCHITECT_WORKER_API_KEY";
+
 /// The claim loop.
 pub struct Dispatcher {
     ctx: SharedContext,
@@ -81,6 +149,8 @@ pub struct Dispatcher {
     next_project: usize,
     extensions: Option<bool>,
     max_concurrent: Option<usize>,
+    /// Whether the last settings read was refused (401/403), to warn once.
+    settings_refused: bool,
     /// Claims whose objects could not be created yet (retried before claiming more).
     unmaterialized: Vec<ClaimedJob>,
 }
@@ -95,16 +165,22 @@ impl Dispatcher {
             next_project: 0,
             extensions: None,
             max_concurrent: None,
+            settings_refused: false,
             unmaterialized: Vec::new(),
         }
     }
 
-    /// MAX_CONCURRENT_AGENTS from the api-server's settings, else the configured fallback.
+    /// MAX_CONCURRENT_AGENTS from the api-server's settings (read with the admin token, if
+    /// any), else the configured fallback. A refused read (401/403: admin auth on, and no or a
+    /// wrong admin token) is logged as a warning once, and dispatching carries on.
     async fn max_concurrent(&mut self) -> usize {
-        let value = match self.ctx.api.settings().await {
-            Ok(settings) => parse_max_concurrent(settings.get("MAX_CONCURRENT_AGENTS")),
+        let value = match self.ctx.admin_api.settings().await {
+            Ok(settings) => {
+                self.settings_refused = false;
+                parse_max_concurrent(settings.get("MAX_CONCURRENT_AGENTS"))
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "cannot read settings; using the configured MAX_CONCURRENT_AGENTS");
+                self.settings_unreadable(&e);
                 None
             }
         };
@@ -114,6 +190,20 @@ impl Dispatcher {
             self.max_concurrent = Some(max);
         }
         max
+    }
+
+    fn settings_unreadable(&mut self, e: &WorkerApiError) {
+        let refused = matches!(e.status().map(|s| s.as_u16()), Some(401 | 403));
+        if refused && !self.settings_refused {
+            tracing::warn!(
+                error = %e,
+                fallback = self.cfg.max_concurrent_fallback,
+                "the api-server refused GET /api/settings: give the operator the api-server's admin token (TERARCHITECT_ADMIN_TOKEN); using MAX_CONCURRENT_AGENTS from the operator's own configuration meanwhile"
+            );
+        } else if !refused {
+            tracing::debug!(error = %e, "cannot read settings; using the configured MAX_CONCURRENT_AGENTS");
+        }
+        self.settings_refused = refused;
     }
 
     fn request(
@@ -182,94 +272,73 @@ impl Dispatcher {
     /// Creates (or adopts) the AgentJob of a claim and the Secret with its environment.
     async fn materialize(&self, job: &ClaimedJob) -> Result<String, DispatchError> {
         let name = agentjob_name(job.job_id);
-        let ns = &self.ctx.namespace;
-        let agentjobs: Api<AgentJob> = Api::namespaced(self.ctx.client.clone(), ns);
-        let secret_name = env_secret_name(&name);
-        let labels = BTreeMap::from([
-            (LABEL_MANAGED_BY.to_owned(), MANAGER.to_owned()),
-            (LABEL_PROJECT.to_owned(), job.project_id.to_string()),
-            (LABEL_TICKET.to_owned(), job.ticket_id.to_string()),
-            (LABEL_QUEUE_JOB.to_owned(), job.job_id.to_string()),
-        ]);
-        let mut annotations = BTreeMap::new();
-        if let Some(created) = job.created_at {
-            annotations.insert(ANNOTATION_ENQUEUED_AT.to_owned(), created.to_rfc3339());
-        }
-        let mut aj = AgentJob::new(
-            &name,
-            AgentJobSpec {
-                project_id: job.project_id.to_string(),
-                ticket_id: job.ticket_id.to_string(),
-                kind: match job.kind {
-                    JobKind::Ticket => AgentJobKind::Ticket,
-                    JobKind::Review => AgentJobKind::Review,
-                },
-                repo_url: job.repo_url.clone(),
-                queue_job_id: Some(job.job_id.to_string()),
-                attempt: job.attempt,
-                review: job.review.as_ref().map(|r| ReviewSpec {
-                    pr_number: r.pr_number,
-                    comment_body: r.comment_body.clone(),
-                    github_comment_id: r.github_comment_id,
-                }),
-                image: None,
-                resources: None,
-                timeout_seconds: None,
-                env_from_secrets: vec![secret_name.clone()],
-                cancel: false,
-            },
-        );
-        aj.metadata.namespace = Some(ns.clone());
-        aj.metadata.labels = Some(labels.clone());
-        aj.metadata.annotations = Some(annotations);
-        let created = match agentjobs.create(&PostParams::default(), &aj).await {
-            Ok(created) => created,
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                // A retried or re-queued claim: keep the run, record the new attempt.
-                let patch = json!({"spec": {"attempt": job.attempt}});
-                agentjobs
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let labels = claim_labels(job);
+        let created = self.create_or_adopt(job, &name, &labels).await?;
+        self.apply_env_secret(job, &created, labels).await?;
+        tracing::info!(agentjob = %name, queue_job = %job.job_id, ticket = %job.ticket_id, kind = %job.kind, attempt = ?job.attempt, run_token = job.run_token.is_some(), "dispatched claim");
+        Ok(created.name_any())
+    }
 
-        // The claim's environment (settings and secrets), with the operator's own token and
-        // GitHub token as fallbacks, as the coordinator did. Only ever in a Secret.
-        let mut env: BTreeMap<String, String> = job.agent_env.clone().unwrap_or_default();
-        env.retain(|_, v| !v.trim().is_empty());
-        let fallbacks = [
-            (
-                "TERARCHITECT_WORKER_API_KEY",
-                self.cfg.worker_api_key.as_deref(),
-            ),
-            ("GITHUB_TOKEN", self.cfg.github_token.as_deref()),
-            ("GH_TOKEN", self.cfg.github_token.as_deref()),
-        ];
-        for (key, value) in fallbacks {
-            if let Some(v) = value {
-                env.entry(key.to_owned()).or_insert_with(|| v.to_owned());
+    /// Creates the claim's AgentJob; a retried or re-queued claim keeps the existing run and
+    /// records the new attempt.
+    async fn create_or_adopt(
+        &self,
+        job: &ClaimedJob,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<AgentJob, DispatchError> {
+        let agentjobs: Api<AgentJob> =
+            Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
+        let mut aj = AgentJob::new(name, agentjob_spec(job, env_secret_name(name)));
+        aj.metadata.namespace = Some(self.ctx.namespace.clone());
+        aj.metadata.labels = Some(labels.clone());
+        aj.metadata.annotations = Some(
+            job.created_at
+                .map(|created| (ANNOTATION_ENQUEUED_AT.to_owned(), created.to_rfc3339()))
+                .into_iter()
+                .collect(),
+        );
+        match agentjobs.create(&PostParams::default(), &aj).await {
+            Ok(created) => Ok(created),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let patch = json!({"spec": {"attempt": job.attempt}});
+                Ok(agentjobs
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?)
             }
+            Err(e) => Err(e.into()),
         }
-        let mut secret_labels = labels;
-        secret_labels.insert(LABEL_AGENTJOB.to_owned(), name.clone());
+    }
+
+    /// Writes the Secret `<agentjob>-env` with the claim's environment, owned by the AgentJob
+    /// (server-side apply, so a re-claim replaces the run token).
+    async fn apply_env_secret(
+        &self,
+        job: &ClaimedJob,
+        owner: &AgentJob,
+        mut labels: BTreeMap<String, String>,
+    ) -> Result<(), DispatchError> {
+        let name = owner.name_any();
+        let secret_name = env_secret_name(&name);
+        labels.insert(LABEL_AGENTJOB.to_owned(), name);
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(secret_name.clone()),
-                namespace: Some(ns.clone()),
-                labels: Some(secret_labels),
-                owner_references: created.controller_owner_ref(&()).map(|o| vec![o]),
+                namespace: Some(self.ctx.namespace.clone()),
+                labels: Some(labels),
+                owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
                 ..Default::default()
             },
             type_: Some("Opaque".to_owned()),
             data: Some(
-                env.into_iter()
+                agent_env(job, &self.cfg)
+                    .into_iter()
                     .map(|(k, v)| (k, ByteString(v.into_bytes())))
                     .collect(),
             ),
             ..Default::default()
         };
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), ns);
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
         secrets
             .patch(
                 &secret_name,
@@ -277,8 +346,7 @@ impl Dispatcher {
                 &Patch::Apply(&secret),
             )
             .await?;
-        tracing::info!(agentjob = %name, queue_job = %job.job_id, ticket = %job.ticket_id, kind = %job.kind, attempt = ?job.attempt, "dispatched claim");
-        Ok(created.name_any())
+        Ok(())
     }
 
     /// Handles one claim: local-mode jobs cannot run here and fail at once; others become an
@@ -306,76 +374,153 @@ impl Dispatcher {
         }
     }
 
+    /// Dispatches the claims whose objects could not be created before; true when none is
+    /// left over.
+    async fn retry_unmaterialized(&mut self) -> bool {
+        for job in std::mem::take(&mut self.unmaterialized) {
+            self.dispatch(job).await;
+        }
+        self.unmaterialized.is_empty()
+    }
+
+    /// Whether an agent slot is free; when none is, waits until one frees up or the poll
+    /// interval passes.
+    async fn slot_free(&mut self, shutdown: &CancellationToken) -> bool {
+        let ctx = Arc::clone(&self.ctx);
+        let freed = ctx.capacity.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        let max = self.max_concurrent().await;
+        if live_agentjobs(&self.store, &self.ctx) < max {
+            return true;
+        }
+        tokio::select! {
+            _ = &mut freed => {}
+            _ = tokio::time::sleep(self.cfg.poll_interval.max(Duration::from_millis(100))) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        false
+    }
+
+    /// Claims one job and dispatches it; returns how long to pause before the next claim.
+    async fn claim_once(
+        &mut self,
+        shutdown: &CancellationToken,
+        error_delay: &mut Duration,
+    ) -> Duration {
+        let claimed = tokio::select! {
+            r = self.claim_next() => r,
+            _ = shutdown.cancelled() => return Duration::ZERO,
+        };
+        match claimed {
+            Ok(Some(job)) => {
+                *error_delay = FIRST_ERROR_DELAY;
+                self.dispatch(job).await;
+                Duration::ZERO
+            }
+            // A long poll already waited; a plain poll waits POLL_INTERVAL_SEC.
+            Ok(None) if self.extensions == Some(true) && self.cfg.claim_wait > 0 => Duration::ZERO,
+            Ok(None) => self.cfg.poll_interval,
+            Err(e) => {
+                let delay = *error_delay;
+                tracing::warn!(error = %e, retry_in = ?delay, "claim failed");
+                *error_delay = (delay * 2).min(self.cfg.poll_interval.max(Duration::from_secs(1)));
+                delay
+            }
+        }
+    }
+
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         tokio::select! {
             _ = self.store.wait_until_ready() => {}
             _ = shutdown.cancelled() => return,
         }
-        let mut error_delay = Duration::from_millis(500);
+        let mut retry_delay = FIRST_ERROR_DELAY;
+        let mut error_delay = FIRST_ERROR_DELAY;
         while !shutdown.is_cancelled() {
             // Claims already made come first: they hold a lease and a slot.
-            if !self.unmaterialized.is_empty() {
-                for job in std::mem::take(&mut self.unmaterialized) {
-                    self.dispatch(job).await;
+            if !self.retry_unmaterialized().await {
+                if pause(retry_delay, &shutdown).await {
+                    return;
                 }
-                if !self.unmaterialized.is_empty() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(error_delay) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    error_delay = (error_delay * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            }
-            let ctx = Arc::clone(&self.ctx);
-            let freed = ctx.capacity.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let max = self.max_concurrent().await;
-            if live_agentjobs(&self.store, &self.ctx) >= max {
-                tokio::select! {
-                    _ = &mut freed => {}
-                    _ = tokio::time::sleep(self.cfg.poll_interval.max(Duration::from_millis(100))) => {}
-                    _ = shutdown.cancelled() => return,
-                }
+                retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
                 continue;
             }
-            let claimed = tokio::select! {
-                r = self.claim_next() => r,
-                _ = shutdown.cancelled() => return,
-            };
-            match claimed {
-                Ok(Some(job)) => {
-                    error_delay = Duration::from_millis(500);
-                    self.dispatch(job).await;
-                }
-                Ok(None) => {
-                    // A long poll already waited; a plain poll waits POLL_INTERVAL_SEC.
-                    if self.extensions != Some(true) || self.cfg.claim_wait == 0 {
-                        tokio::select! {
-                            _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                            _ = shutdown.cancelled() => return,
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?error_delay, "claim failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(error_delay) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    error_delay =
-                        (error_delay * 2).min(self.cfg.poll_interval.max(Duration::from_secs(1)));
-                }
+            retry_delay = FIRST_ERROR_DELAY;
+            if !self.slot_free(&shutdown).await {
+                continue;
+            }
+            let delay = self.claim_once(&shutdown, &mut error_delay).await;
+            if !delay.is_zero() && pause(delay, &shutdown).await {
+                return;
             }
         }
     }
 }
 
+/// First delay after a failure (doubled on each further one).
+const FIRST_ERROR_DELAY: Duration = Duration::from_millis(500);
+
+/// Sleeps for `delay`; true when `shutdown` came first.
+async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::agentjob_name;
+    use super::*;
+
+    fn claim(run_token: Option<&str>) -> ClaimedJob {
+        serde_json::from_value(json!({
+            "job_id": Uuid::new_v4(),
+            "ticket_id": Uuid::new_v4(),
+            "project_id": Uuid::new_v4(),
+            "kind": "ticket",
+            "repo_url": "https://github.com/acme/shop",
+            "agent_env": {"GITHUB_TOKEN": "ghp_claim", "AGENT_API_KEY": "sk-director", "BLANK": " "},
+            "run_token": run_token,
+        }))
+        .unwrap()
+    }
+
+    fn config() -> DispatchConfig {
+        let cfg = RunConfig::from_args([
+            "--api-url",
+            "http://api",
+            "--worker-api-key",
+            "operator-key",
+            "--github-token",
+            "ghp_operator",
+        ])
+        .unwrap();
+        DispatchConfig::from_config(&cfg).unwrap()
+    }
+
+    #[test]
+    fn agents_get_the_run_token_never_the_operator_key() {
+        let env = agent_env(&claim(Some("rt-123")), &config());
+        assert_eq!(env[WORKER_KEY_ENV], "rt-123");
+        assert_eq!(env["GITHUB_TOKEN"], "ghp_claim", "the claim's token wins");
+        assert_eq!(env["GH_TOKEN"], "ghp_operator");
+        assert_eq!(env["AGENT_API_KEY"], "sk-director");
+        assert!(!env.contains_key("BLANK"));
+        assert!(!env.values().any(|v| v == "operator-key"), "{env:?}");
+    }
+
+    #[test]
+    fn without_a_run_token_the_coordinators_behaviour_stays() {
+        let env = agent_env(&claim(None), &config());
+        assert_eq!(env[WORKER_KEY_ENV], "operator-key");
+        let env = agent_env(&claim(Some("  ")), &config());
+        assert_eq!(
+            env[WORKER_KEY_ENV], "operator-key",
+            "a blank token is no token"
+        );
+    }
 
     #[test]
     fn names_follow_the_job_id() {

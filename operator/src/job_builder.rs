@@ -339,6 +339,7 @@ mod tests {
                 image: None,
                 resources: None,
                 timeout_seconds: None,
+                ttl_seconds_after_finished: None,
                 env_from_secrets: vec!["aj-1-env".into()],
                 cancel: false,
             },

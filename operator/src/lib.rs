@@ -30,7 +30,7 @@ use terarchitect_worker_api::WorkerApiClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RunConfig;
-use crate::context::Context;
+use crate::context::{ApiClients, Context, Timing};
 use crate::crd::AgentJob;
 use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::http::Health;
@@ -97,6 +97,7 @@ pub async fn run(
         .filter(|k| !k.trim().is_empty())
         .map(SecretString::from);
     let api = WorkerApiClient::new(&cfg.api_url, token)?;
+    let admin_api = WorkerApiClient::new(&cfg.api_url, cfg.admin_token().map(SecretString::from))?;
     let identity = cfg.identity();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -124,10 +125,17 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         client.clone(),
         namespace.clone(),
-        api,
+        ApiClients {
+            worker: api,
+            admin: admin_api,
+        },
         JobDefaults::from_config(&cfg),
         metrics.clone(),
-        Duration::from_secs(cfg.pending_timeout_sec),
+        Timing {
+            pending_timeout: Duration::from_secs(cfg.pending_timeout_sec),
+            agentjob_ttl: (cfg.agentjob_ttl_seconds > 0)
+                .then(|| Duration::from_secs(cfg.agentjob_ttl_seconds)),
+        },
         &identity,
     ));
     let dispatch = DispatchConfig::from_config(&cfg)?;
@@ -137,6 +145,8 @@ pub async fn run(
         namespace = %namespace,
         api = %cfg.api_url,
         projects = ?dispatch.projects,
+        admin_token = cfg.admin_token().is_some(),
+        agentjob_ttl_seconds = cfg.agentjob_ttl_seconds,
         identity = %identity,
         "terarchitect operator starting"
     );

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     /// AgentJobs occupying a slot.
     pub live_agentjobs: Gauge<i64, AtomicI64>,
+    /// Finished AgentJobs deleted after their retention time.
+    pub expired: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,6 +103,12 @@ impl Metrics {
             "AgentJobs occupying an agent slot",
             live_agentjobs.clone(),
         );
+        let expired = Counter::default();
+        registry.register(
+            "agentjobs_expired",
+            "Finished AgentJobs deleted after their retention time (ttlSecondsAfterFinished)",
+            expired.clone(),
+        );
         Self {
             registry,
             claims,
@@ -110,6 +118,7 @@ impl Metrics {
             dispatch_latency,
             leader,
             live_agentjobs,
+            expired,
         }
     }
 

@@ -10,7 +10,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalizer};
@@ -152,7 +154,8 @@ impl StatusWriter {
         }
     }
 
-    async fn write(&mut self, status: &AgentJobStatus) -> Result<()> {
+    /// Writes `status`; returns the AgentJob as stored after the write.
+    async fn write(&mut self, status: &AgentJobStatus) -> Result<AgentJob> {
         let patch = json!({
             "metadata": { "resourceVersion": self.resource_version },
             "status": status,
@@ -162,7 +165,7 @@ impl StatusWriter {
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         self.resource_version = updated.resource_version();
-        Ok(())
+        Ok(updated)
     }
 }
 
@@ -179,19 +182,20 @@ async fn delete_job(ctx: &Context, name: &str) -> Result<()> {
     }
 }
 
-/// Reports a finished, unreported outcome and records that it was reported.
+/// Reports a finished, unreported outcome and records that it was reported. Returns the
+/// AgentJob as it now stands.
 async fn report_outcome(
     aj: &AgentJob,
     ctx: &Context,
     writer: &mut StatusWriter,
     mut status: AgentJobStatus,
-) -> Result<Action> {
+) -> Result<AgentJob> {
     let name = aj.name_any();
     let Some(job_id) = aj.spec.queue_job_id.as_deref() else {
-        return Ok(Action::await_change());
+        return Ok(aj.clone());
     };
     if status.reported && status.reported_attempt == aj.spec.attempt {
-        return Ok(Action::await_change());
+        return Ok(aj.clone());
     }
     let job_id: uuid::Uuid = job_id
         .parse()
@@ -223,22 +227,23 @@ async fn report_outcome(
     mark_reported(&mut status, aj.metadata.generation);
     // The queue has the outcome now: record that even if the AgentJob changed meanwhile (e.g.
     // the watchdog set spec.cancel), on the stored object, rather than report a second time.
-    if let Err(e) = writer.write(&status).await {
-        if !e.is_conflict() {
-            return Err(e);
+    let stored = match writer.write(&status).await {
+        Ok(stored) => stored,
+        Err(e) if e.is_conflict() => {
+            let fresh = writer.api.get(&name).await?;
+            let mut stored = fresh.status.clone().unwrap_or_default();
+            mark_reported(&mut stored, fresh.metadata.generation);
+            writer.resource_version = fresh.resource_version();
+            writer.write(&stored).await?
         }
-        let fresh = writer.api.get(&name).await?;
-        let mut stored = fresh.status.clone().unwrap_or_default();
-        mark_reported(&mut stored, fresh.metadata.generation);
-        writer.resource_version = fresh.resource_version();
-        writer.write(&stored).await?;
-    }
+        Err(e) => return Err(e),
+    };
     publish(ctx, aj, EventType::Normal, "Reported", note).await;
     tracing::info!(agentjob = %name, queue_job = %job_id, result = label, "outcome reported");
-    Ok(Action::await_change())
+    Ok(stored)
 }
 
-/// Records a terminal status, then reports it.
+/// Records a terminal status, reports it, then cleans up.
 async fn conclude(
     aj: &AgentJob,
     ctx: &Context,
@@ -248,7 +253,7 @@ async fn conclude(
     let name = aj.name_any();
     let phase = status.phase.unwrap_or(Phase::Failed);
     let reason = status.reason.map_or("Succeeded", FailureReason::as_str);
-    writer.write(&status).await?;
+    let finished = writer.write(&status).await?;
     ctx.mark_finished(&name);
     ctx.metrics.outcome(&format!("{phase:?}"), reason);
     let message = status.message.clone().unwrap_or_default();
@@ -259,7 +264,8 @@ async fn conclude(
     };
     publish(ctx, aj, type_, &format!("{phase:?}"), message.clone()).await;
     tracing::info!(agentjob = %name, ?phase, reason, %message, "run finished");
-    report_outcome(aj, ctx, writer, status).await
+    let reported = report_outcome(&finished, ctx, writer, status).await?;
+    settle(&reported, ctx).await
 }
 
 /// Makes sure the claim's environment Secret (if the dispatcher made one) is owned by the
@@ -333,92 +339,103 @@ async fn create_job(aj: &AgentJob, ctx: &Context) -> Result<Job> {
 
 /// Reconciles a live or finished AgentJob.
 async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
-    let name = aj.name_any();
-    let generation = aj.metadata.generation;
-    let current = aj.status.clone().unwrap_or_default();
-    let mut status = current.clone();
-    status.observed_generation = generation;
-
     if aj.is_finished() {
-        if current.reported && current.reported_attempt == aj.spec.attempt {
-            return Ok(Action::await_change());
-        }
-        // The watch cache may lag behind our own last write: decide on the stored object.
-        let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-        let Some(fresh) = api.get_opt(&name).await? else {
-            return Ok(Action::await_change());
-        };
-        let mut writer = StatusWriter::new(ctx, &fresh);
-        let status = fresh.status.clone().unwrap_or_default();
-        return report_outcome(&fresh, ctx, &mut writer, status).await;
+        return apply_finished(&aj, ctx).await;
     }
+    let generation = aj.metadata.generation;
+    let mut status = aj.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
     let mut writer = StatusWriter::new(ctx, &aj);
-    if let Err(e) = aj.spec.validate() {
-        finish(
-            &mut status,
-            Phase::Failed,
-            Some(FailureReason::InvalidSpec),
-            format!("invalid spec: {e}"),
-            None,
-            generation,
-        );
-        return conclude(&aj, ctx, &mut writer, status).await;
-    }
-    if aj.spec.cancel {
-        delete_job(ctx, &job_name(&aj)).await?;
-        finish(
-            &mut status,
-            Phase::Cancelled,
-            Some(FailureReason::Cancelled),
-            cancel_message(&aj),
-            None,
-            generation,
-        );
+    if let Some((phase, reason, message)) = must_stop(&aj, ctx).await? {
+        finish(&mut status, phase, Some(reason), message, None, generation);
         return conclude(&aj, ctx, &mut writer, status).await;
     }
     adopt_env_secret(&aj, ctx).await?;
 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let job = match jobs.get_opt(&job_name(&aj)).await? {
-        Some(job) => job,
+    match jobs.get_opt(&job_name(&aj)).await? {
+        Some(job) => follow_job(&aj, ctx, &mut writer, status, &job).await,
         None if status.job_name.is_some() => {
             let msg = "the Job disappeared before the run finished".to_owned();
-            finish(
-                &mut status,
-                Phase::Failed,
-                Some(FailureReason::JobLost),
-                msg,
-                None,
-                generation,
-            );
-            return conclude(&aj, ctx, &mut writer, status).await;
+            let reason = Some(FailureReason::JobLost);
+            finish(&mut status, Phase::Failed, reason, msg, None, generation);
+            conclude(&aj, ctx, &mut writer, status).await
         }
-        None => {
-            let job = create_job(&aj, ctx).await?;
-            let job_name = job.name_any();
-            status.phase = Some(Phase::Pending);
-            status.job_name = Some(job_name.clone());
-            set_condition(
-                &mut status,
-                "JobCreated",
-                true,
-                "JobCreated",
-                &format!("created Job {job_name}"),
-                generation,
-            );
-            writer.write(&status).await?;
-            publish(
-                ctx,
-                &aj,
-                EventType::Normal,
-                "JobCreated",
-                format!("Created Job {job_name}"),
-            )
-            .await;
-            tracing::info!(agentjob = %name, job = %job_name, "created Job");
-            return Ok(Action::requeue(ctx.pending_timeout));
-        }
+        None => start_job(&aj, ctx, &mut writer, status).await,
+    }
+}
+
+/// A finished AgentJob: report its outcome if that is still due (deciding on the stored
+/// object, as the watch cache may lag behind our own last write), then clean up.
+async fn apply_finished(aj: &AgentJob, ctx: &Context) -> Result<Action> {
+    if aj.is_settled() {
+        return settle(aj, ctx).await;
+    }
+    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(fresh) = api.get_opt(&aj.name_any()).await? else {
+        return Ok(Action::await_change());
     };
+    let mut writer = StatusWriter::new(ctx, &fresh);
+    let status = fresh.status.clone().unwrap_or_default();
+    let fresh = report_outcome(&fresh, ctx, &mut writer, status).await?;
+    settle(&fresh, ctx).await
+}
+
+/// Why a live AgentJob must end without (further) running: an invalid spec or a cancel
+/// request (whose Job is deleted here).
+async fn must_stop(aj: &AgentJob, ctx: &Context) -> Result<Option<(Phase, FailureReason, String)>> {
+    if let Err(e) = aj.spec.validate() {
+        let message = format!("invalid spec: {e}");
+        return Ok(Some((Phase::Failed, FailureReason::InvalidSpec, message)));
+    }
+    if aj.spec.cancel {
+        delete_job(ctx, &job_name(aj)).await?;
+        return Ok(Some((
+            Phase::Cancelled,
+            FailureReason::Cancelled,
+            cancel_message(aj),
+        )));
+    }
+    Ok(None)
+}
+
+/// Creates the Job of an AgentJob that has none yet and records it.
+async fn start_job(
+    aj: &AgentJob,
+    ctx: &Context,
+    writer: &mut StatusWriter,
+    mut status: AgentJobStatus,
+) -> Result<Action> {
+    let job = create_job(aj, ctx).await?;
+    let job_name = job.name_any();
+    status.phase = Some(Phase::Pending);
+    status.job_name = Some(job_name.clone());
+    let message = format!("created Job {job_name}");
+    let generation = aj.metadata.generation;
+    set_condition(
+        &mut status,
+        "JobCreated",
+        true,
+        "JobCreated",
+        &message,
+        generation,
+    );
+    writer.write(&status).await?;
+    let note = format!("Created Job {job_name}");
+    publish(ctx, aj, EventType::Normal, "JobCreated", note).await;
+    tracing::info!(agentjob = %aj.name_any(), job = %job_name, "created Job");
+    Ok(Action::requeue(ctx.pending_timeout))
+}
+
+/// Follows an existing Job: the run's status from the Job and its pods.
+async fn follow_job(
+    aj: &AgentJob,
+    ctx: &Context,
+    writer: &mut StatusWriter,
+    mut status: AgentJobStatus,
+    job: &Job,
+) -> Result<Action> {
+    let name = aj.name_any();
     if !job
         .owner_references()
         .iter()
@@ -429,6 +446,8 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
             job.name_any()
         )));
     }
+    let current = aj.status.clone().unwrap_or_default();
+    let generation = aj.metadata.generation;
     status.job_name = Some(job.name_any());
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let pods = pods
@@ -436,17 +455,18 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
         .await?
         .items;
 
-    let action = match observe(&job, &pods) {
+    let action = match observe(job, &pods) {
         Observed::Succeeded { finished } => {
+            let message = "the agent finished its work".into();
             finish(
                 &mut status,
                 Phase::Succeeded,
                 None,
-                "the agent finished its work".into(),
+                message,
                 finished,
                 generation,
             );
-            return conclude(&aj, ctx, &mut writer, status).await;
+            return conclude(aj, ctx, writer, status).await;
         }
         Observed::Failed {
             reason,
@@ -467,79 +487,172 @@ async fn apply(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
                 finished,
                 generation,
             );
-            return conclude(&aj, ctx, &mut writer, status).await;
+            return conclude(aj, ctx, writer, status).await;
         }
-        Observed::Running { started } => {
-            if status.phase != Some(Phase::Running) {
-                publish(
-                    ctx,
-                    &aj,
-                    EventType::Normal,
-                    "Running",
-                    "The agent pod is running".into(),
-                )
-                .await;
-            }
-            status.phase = Some(Phase::Running);
-            if status.start_time.is_none() {
-                status.start_time = Some(started.unwrap_or_else(now));
-            }
-            set_condition(
-                &mut status,
-                "Running",
-                true,
-                "PodRunning",
-                "the agent pod is running",
-                generation,
-            );
-            Action::requeue(Duration::from_secs(300))
-        }
+        Observed::Running { started } => on_running(aj, ctx, &mut status, started).await,
         Observed::Pending {
-            problem,
+            problem: Some((reason, message)),
             permanent,
             since,
         } => {
-            status.phase = Some(Phase::Pending);
-            match problem {
-                Some((reason, message)) => {
-                    let waited = since
-                        .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
-                        .unwrap_or_default()
-                        .max(0.0);
-                    let limit = ctx.pending_timeout.as_secs_f64();
-                    if permanent || waited >= limit {
-                        delete_job(ctx, &job_name(&aj)).await?;
-                        let msg = format!("the agent pod could not start: {message}");
-                        finish(
-                            &mut status,
-                            Phase::Failed,
-                            Some(reason),
-                            msg,
-                            None,
-                            generation,
-                        );
-                        return conclude(&aj, ctx, &mut writer, status).await;
-                    }
-                    set_condition(
-                        &mut status,
-                        "Running",
-                        false,
-                        reason.as_str(),
-                        &message,
-                        generation,
-                    );
-                    Action::requeue(Duration::from_secs_f64(
-                        (limit - waited).clamp(1.0, limit.max(1.0)),
-                    ))
-                }
-                None => Action::requeue(ctx.pending_timeout),
+            let waited = since
+                .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
+                .unwrap_or_default()
+                .max(0.0);
+            let limit = ctx.pending_timeout.as_secs_f64();
+            if permanent || waited >= limit {
+                delete_job(ctx, &job_name(aj)).await?;
+                let msg = format!("the agent pod could not start: {message}");
+                finish(
+                    &mut status,
+                    Phase::Failed,
+                    Some(reason),
+                    msg,
+                    None,
+                    generation,
+                );
+                return conclude(aj, ctx, writer, status).await;
             }
+            status.phase = Some(Phase::Pending);
+            set_condition(
+                &mut status,
+                "Running",
+                false,
+                reason.as_str(),
+                &message,
+                generation,
+            );
+            Action::requeue(Duration::from_secs_f64(
+                (limit - waited).clamp(1.0, limit.max(1.0)),
+            ))
+        }
+        Observed::Pending { problem: None, .. } => {
+            status.phase = Some(Phase::Pending);
+            Action::requeue(ctx.pending_timeout)
         }
     };
     if status != current {
         writer.write(&status).await?;
     }
     Ok(action)
+}
+
+/// Records that the agent pod runs.
+async fn on_running(
+    aj: &AgentJob,
+    ctx: &Context,
+    status: &mut AgentJobStatus,
+    started: Option<Time>,
+) -> Action {
+    if status.phase != Some(Phase::Running) {
+        let note = "The agent pod is running".into();
+        publish(ctx, aj, EventType::Normal, "Running", note).await;
+    }
+    status.phase = Some(Phase::Running);
+    if status.start_time.is_none() {
+        status.start_time = Some(started.unwrap_or_else(now));
+    }
+    let generation = aj.metadata.generation;
+    let message = "the agent pod is running";
+    set_condition(status, "Running", true, "PodRunning", message, generation);
+    Action::requeue(Duration::from_secs(300))
+}
+
+/// After the outcome is reported (or there is nothing to report): the run's env Secret goes
+/// at once, the AgentJob itself when its retention time is over.
+async fn settle(aj: &AgentJob, ctx: &Context) -> Result<Action> {
+    if !aj.is_settled() {
+        return Ok(Action::await_change());
+    }
+    delete_env_secret(aj, ctx).await?;
+    let Some(ttl) = retention(aj, ctx) else {
+        return Ok(Action::await_change());
+    };
+    let finished = aj
+        .finished_at()
+        .map(|t| t.0)
+        .or_else(|| aj.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(Timestamp::now);
+    let age = Timestamp::now()
+        .duration_since(finished)
+        .as_secs_f64()
+        .max(0.0);
+    let left = ttl.as_secs_f64() - age;
+    if left > 0.0 {
+        return Ok(Action::requeue(Duration::from_secs_f64(left)));
+    }
+    expire(aj, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// How long a finished AgentJob is kept: `spec.ttlSecondsAfterFinished`, else the operator's
+/// AGENTJOB_TTL_SECONDS; `None` (0) keeps it forever.
+pub fn retention(aj: &AgentJob, ctx: &Context) -> Option<Duration> {
+    match aj.spec.ttl_seconds_after_finished {
+        Some(secs) if secs > 0 => Some(Duration::from_secs(secs.unsigned_abs())),
+        Some(_) => None,
+        None => ctx.agentjob_ttl,
+    }
+}
+
+/// Deletes a finished, settled AgentJob whose retention time is over. The deletion goes
+/// through the finalizer, which finds nothing left to report; the Job and the Secret go with
+/// the AgentJob (owner references).
+async fn expire(aj: &AgentJob, ctx: &Context) -> Result<()> {
+    let api: Api<AgentJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: aj.uid().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&aj.name_any(), &dp).await {
+        Ok(_) => {
+            ctx.metrics.expired.inc();
+            tracing::info!(agentjob = %aj.name_any(), "deleted the finished AgentJob: its retention time is over");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the run's env Secret once nothing needs it: the one the dispatcher made for this
+/// AgentJob (`<agentjob>-env`, labelled with it and managed by the operator). Secrets an
+/// AgentJob merely references are never touched. Reads metadata only, never the data.
+async fn delete_env_secret(aj: &AgentJob, ctx: &Context) -> Result<()> {
+    let name = aj.name_any();
+    let secret_name = env_secret_name(&name);
+    if !aj.spec.env_from_secrets.contains(&secret_name) {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(meta) = secrets.get_metadata_opt(&secret_name).await? else {
+        return Ok(());
+    };
+    let labels = meta.labels();
+    let ours = labels.get(LABEL_AGENTJOB) == Some(&name)
+        && labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER);
+    if !ours || meta.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let dp = DeleteParams {
+        preconditions: meta.uid().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&secret_name, &dp).await {
+        Ok(_) => {
+            tracing::info!(agentjob = %name, secret = %secret_name, "deleted the run's env Secret");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs when an AgentJob is deleted: an unfinished run is stopped and reported as cancelled
@@ -563,7 +676,8 @@ async fn cleanup(aj: Arc<AgentJob>, ctx: &Context) -> Result<Action> {
         ctx.metrics.outcome("Cancelled", "Cancelled");
         writer.write(&status).await?;
     }
-    report_outcome(&aj, ctx, &mut writer, status).await?;
+    let reported = report_outcome(&aj, ctx, &mut writer, status).await?;
+    delete_env_secret(&reported, ctx).await?;
     ctx.mark_finished(&name);
     Ok(Action::await_change())
 }

@@ -134,6 +134,17 @@ async fn plain_polling_and_cancel_flag_against_the_original_api() {
     })
     .await;
     assert_eq!(state.lock().unwrap().completed, vec![id.clone()]);
+    // The original mints no run tokens: the agent gets the operator's key, as the coordinator
+    // handed it out; the Secret still goes once the outcome is reported.
+    assert_eq!(
+        h.agents.envs(ticket)[0]["TERARCHITECT_WORKER_API_KEY"],
+        WORKER_KEY
+    );
+    h.wait_until("the env Secret is deleted after the report", |k| {
+        k.get::<k8s_openapi::api::core::v1::Secret>(NS, &format!("{name}-env"))
+            .is_none()
+    })
+    .await;
 
     // Without heartbeats, the ticket's cancel-requested flag stops a run.
     let ticket = Uuid::new_v4();

@@ -8,14 +8,25 @@ use uuid::Uuid;
 pub struct AppApi {
     pub http: reqwest::Client,
     pub base: String,
+    /// The api-server's admin token, sent as a Bearer token when set.
+    pub admin_token: Option<String>,
 }
 
 impl AppApi {
-    /// A client for the api-server at `base` (`http://host:port`).
+    /// A client for the api-server at `base` (`http://host:port`) without admin auth.
     pub fn new(base: impl Into<String>) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: base.into(),
+            admin_token: None,
+        }
+    }
+
+    /// A client sending `token` as the admin Bearer token.
+    pub fn with_admin_token(base: impl Into<String>, token: &str) -> Self {
+        Self {
+            admin_token: Some(token.to_owned()),
+            ..Self::new(base)
         }
     }
 
@@ -24,6 +35,9 @@ impl AppApi {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(token) = &self.admin_token {
+            req = req.bearer_auth(token);
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }

@@ -31,6 +31,10 @@ pub use proxy::Proxy;
 pub const NS: &str = "default";
 /// The GitHub token the operator hands to agents (must never appear in a Job spec).
 pub const OPERATOR_GITHUB_TOKEN: &str = "ghp_operator_fallback_token_0123456789";
+/// The api-server's global worker key, held by the operator only.
+pub const WORKER_KEY: &str = "wk-operator-tests-5d1c0a7e";
+/// The api-server's admin token: the operator reads settings with it.
+pub const ADMIN_TOKEN: &str = "adm-operator-tests-93be44f1";
 /// How long any single wait may take on a loaded CI machine.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -101,18 +105,22 @@ impl Harness {
         let kube = FakeApiServer::start().await.expect("fake API server");
         kube.register_crd(&AgentJob::crd())
             .expect("registering the AgentJob CRD");
+        // Contained, as the chart installs it: a worker key and admin auth.
         let opts = TestOptions {
             lease_sweep_ms: Some(100),
+            admin_tokens: vec![ADMIN_TOKEN.to_owned()],
             ..TestOptions::default()
         }
         .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
+        .env("TERARCHITECT_WORKER_API_KEY", WORKER_KEY)
         .env("GITHUB_TOKEN", "ghp_server_token");
         let api = TestServer::start(Backend::Sqlite, opts).await;
         let proxy = Proxy::start(&api.url()).await;
         let agents = Agents::default();
         let jobs = kube.start_job_controller(agents.policy());
-        let app = AppApi::new(api.url());
-        let worker = WorkerApiClient::new(&api.url(), None).expect("worker API client");
+        let app = AppApi::with_admin_token(api.url(), ADMIN_TOKEN);
+        let worker = WorkerApiClient::new(&api.url(), Some(WORKER_KEY.to_owned().into()))
+            .expect("worker API client");
         Self {
             kube,
             api,
@@ -140,6 +148,8 @@ impl Harness {
             ("--pending-timeout-sec", "2"),
             ("--max-concurrent-agents", "4"),
             ("--github-token", OPERATOR_GITHUB_TOKEN),
+            ("--worker-api-key", WORKER_KEY),
+            ("--admin-token", ADMIN_TOKEN),
             ("--agent-image", "registry.example/terarchitect-agent:test"),
         ];
         for (flag, value) in overrides {
