@@ -4,6 +4,9 @@
 //! `OPENCODE_SERVER_URL` points at a running server), wait for its health endpoint, run the job
 //! named by `JOB_KIND` in-process, stop the children, and return the job's result. Stop signals
 //! cancel the run (the caller wires SIGTERM/SIGINT to the cancellation token).
+//!
+//! Children get the allowlisted environment of [`crate::sandbox`] only. The worker's provider
+//! key stays in this process: OpenCode talks to a loopback [`KeyProxy`] with a dummy key.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,26 +21,52 @@ use crate::config::{Env, Settings, WorkerMode};
 use crate::control::RunControl;
 use crate::error::{Failure, RunResult};
 use crate::runner::{self, WorkerSetup};
-use crate::worker::opencode::OpenCodeWorker;
+use crate::sandbox::worker_env;
+use crate::worker::WorkerEndpoint;
+use crate::worker::opencode::{OpenCodeWorker, log_tail, version_warning};
+use crate::worker::proxy::{KeyProxy, KeyStyle};
 
 /// Default `WORKER_LLM_URL` of the OpenCode provider config.
 pub const DEFAULT_WORKER_LLM_URL: &str = "http://localhost:8080/v1";
 /// Default model id of the OpenCode provider config.
 pub const DEFAULT_WORKER_MODEL: &str = "Qwen/Qwen3-Coder-Next-FP8";
 
+/// Per-request timeout of the start-up health probe: requests reaching `opencode serve` in its
+/// first ~0.3 s may never be answered, so a probe must give up quickly and try again.
+pub const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Pause between start-up health probes.
+pub const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The permission policy given to OpenCode: everything inside the workspace is allowed (edits,
+/// bash, reads, web fetches); anything outside it (`external_directory`, which covers file tools
+/// and paths named in bash commands) is denied, and nothing ever waits for a person (`question`,
+/// `doom_loop` denied). A request that still appears is rejected by the worker client.
+pub fn permission_policy() -> serde_json::Value {
+    json!({
+        "read": "allow",
+        "edit": "allow",
+        "glob": "allow",
+        "grep": "allow",
+        "list": "allow",
+        "bash": "allow",
+        "task": "allow",
+        "todowrite": "allow",
+        "lsp": "allow",
+        "skill": "allow",
+        "webfetch": "allow",
+        "websearch": "allow",
+        "external_directory": "deny",
+        "question": "deny",
+        "doom_loop": "deny",
+    })
+}
+
 /// The OpenCode config (`OPENCODE_CONFIG_CONTENT`, behaviour reference §7.3): one
-/// OpenAI-compatible provider with the worker model.
-pub fn opencode_config(settings: &Settings) -> String {
+/// OpenAI-compatible provider with the worker model at `base_url` with `api_key` (the key proxy
+/// and a dummy key when the agent holds a real key), the [`permission_policy`], no `question`
+/// tool, no sharing, no auto-update.
+pub fn opencode_config(settings: &Settings, base_url: &str, api_key: &str) -> String {
     let provider = &settings.opencode.provider_id;
-    let url = settings
-        .worker_llm_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_WORKER_LLM_URL.to_owned());
-    let key = settings
-        .worker_api_key
-        .as_ref()
-        .map(|k| k.expose().to_owned())
-        .unwrap_or_else(|| "dummy".to_owned());
     let mut model = settings.opencode_model_id();
     if model.is_empty() {
         model = DEFAULT_WORKER_MODEL.to_owned();
@@ -48,13 +77,35 @@ pub fn opencode_config(settings: &Settings) -> String {
             provider.clone(): {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "Terarchitect Proxy",
-                "options": {"baseURL": url, "apiKey": key},
+                "options": {"baseURL": base_url, "apiKey": api_key},
                 "models": {model.clone(): {"name": model, "tool_call": true}},
             }
         },
         "model": format!("{provider}/{model}"),
+        "permission": permission_policy(),
+        "tools": {"question": false},
+        "share": "disabled",
+        "autoupdate": false,
     })
     .to_string()
+}
+
+/// The provider's base URL (`WORKER_LLM_URL`, default [`DEFAULT_WORKER_LLM_URL`]).
+pub fn worker_llm_url(settings: &Settings) -> String {
+    settings
+        .worker_llm_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_WORKER_LLM_URL.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The worker's real provider key, if any (`dummy` is none).
+fn real_key(settings: &Settings) -> Option<crate::config::Secret> {
+    settings
+        .worker_api_key
+        .clone()
+        .filter(|k| k.expose() != "dummy")
 }
 
 /// Child processes started by the entrypoint; stopped (SIGTERM, then SIGKILL) at the end.
@@ -96,17 +147,18 @@ impl Children {
 }
 
 fn log_file(name: &str) -> (PathBuf, Stdio, Stdio) {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = std::env::temp_dir().join(format!("terarchitect-{name}-{}.log", std::process::id()));
-    match std::fs::File::create(&path).and_then(|f| Ok((f.try_clone()?, f))) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path);
+    match file.and_then(|f| Ok((f.try_clone()?, f))) {
         Ok((a, b)) => (path, Stdio::from(a), Stdio::from(b)),
         Err(_) => (path, Stdio::null(), Stdio::null()),
     }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 fn spawn(
@@ -121,7 +173,7 @@ fn spawn(
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
-        .envs(env.iter())
+        .envs(worker_env(env))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -164,7 +216,7 @@ async fn start_dockerd(
         let ok = Command::new(&docker)
             .arg("info")
             .env_clear()
-            .envs(env.iter())
+            .envs(worker_env(env))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -179,7 +231,7 @@ async fn start_dockerd(
         if started.elapsed() >= timeout {
             return Err(unavailable(format!(
                 "dockerd did not become ready within {timeout:?}; log: {}",
-                log_tail(&log)
+                log_tail(&log, 20)
             )));
         }
         tokio::select! {
@@ -194,6 +246,33 @@ async fn start_dockerd(
 pub struct OpenCodeLauncher<'a> {
     env: &'a Env,
     children: &'a mut Children,
+    /// The key proxy OpenCode's provider points at; lives as long as the run.
+    proxy: Option<KeyProxy>,
+}
+
+impl OpenCodeLauncher<'_> {
+    /// Starts the key proxy when the agent holds a real provider key; returns the provider
+    /// base URL and key OpenCode is configured with.
+    async fn provider_endpoint(
+        &mut self,
+        settings: &Settings,
+    ) -> Result<(String, String), Failure> {
+        let upstream = worker_llm_url(settings);
+        let Some(key) = real_key(settings) else {
+            return Ok((upstream, "dummy".to_owned()));
+        };
+        let proxy = KeyProxy::start(&upstream, key, KeyStyle::Bearer)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    AgentOutcome::WorkerUnavailable,
+                    format!("cannot start the provider key proxy: {e}"),
+                )
+            })?;
+        let url = proxy.url().to_owned();
+        self.proxy = Some(proxy);
+        Ok((url, "dummy".to_owned()))
+    }
 }
 
 impl WorkerSetup for OpenCodeLauncher<'_> {
@@ -202,13 +281,13 @@ impl WorkerSetup for OpenCodeLauncher<'_> {
         settings: &Settings,
         repo_dir: &Path,
         control: &RunControl,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<WorkerEndpoint, Failure> {
         if settings.worker_mode == WorkerMode::ClaudeCode {
-            return Ok(None);
+            return Ok(WorkerEndpoint::default());
         }
         if self.env.get("OPENCODE_SERVER_URL").is_some() {
             tracing::info!(url = %settings.opencode.url, "using the running OpenCode server");
-            return Ok(None);
+            return Ok(WorkerEndpoint::default());
         }
         let unavailable = |m: String| Failure::new(AgentOutcome::WorkerUnavailable, m);
         let port = self
@@ -220,37 +299,70 @@ impl WorkerSetup for OpenCodeLauncher<'_> {
             Failure::misconfigured(format!("OPENCODE_SERVER_PORT is invalid ({port:?})"))
         })?;
         let url = format!("http://127.0.0.1:{port}");
-        let bin = self.env.get("OPENCODE_BIN").unwrap_or("opencode");
-        let config = opencode_config(settings);
+        let bin = self
+            .env
+            .get("OPENCODE_BIN")
+            .unwrap_or("opencode")
+            .to_owned();
+        let (base_url, key) = self.provider_endpoint(settings).await?;
+        let config = opencode_config(settings, &base_url, &key);
         let port_s = port.to_string();
+        let mut extra = vec![("OPENCODE_CONFIG_CONTENT", config.as_str())];
+        if let Some(p) = &settings.opencode.password {
+            // OpenCode's own server password (basic auth of its API); not a platform secret.
+            extra.push(("OPENCODE_SERVER_PASSWORD", p.expose()));
+            extra.push(("OPENCODE_SERVER_USERNAME", &settings.opencode.username));
+        }
         let (child, log) = spawn(
             self.env,
-            bin,
-            &["serve", "--port", &port_s, "--hostname", "127.0.0.1"],
+            &bin,
+            &[
+                "serve",
+                "--port",
+                &port_s,
+                "--hostname",
+                "127.0.0.1",
+                "--print-logs",
+            ],
             Some(repo_dir),
-            &[("OPENCODE_CONFIG_CONTENT", &config)],
+            &extra,
             "opencode",
         )
         .map_err(unavailable)?;
         self.children.push("opencode", child);
-        let probe = OpenCodeWorker::new(settings, repo_dir, "startup", Some(&url));
+        let probe = OpenCodeWorker::new(settings, repo_dir, "startup", Some(&url))
+            .with_log(Some(log.clone()));
         let timeout = settings.limits.startup_timeout;
         let started = tokio::time::Instant::now();
         loop {
-            if probe.health().await.is_ok() {
-                tracing::info!(%url, "opencode serve is ready");
-                return Ok(Some(url));
-            }
-            if started.elapsed() >= timeout {
-                return Err(unavailable(format!(
-                    "opencode serve did not become healthy at {url} within {timeout:?}; log: {}",
-                    log_tail(&log)
-                )));
+            match probe.health_within(STARTUP_PROBE_TIMEOUT).await {
+                Ok(version) => {
+                    tracing::info!(%url, elapsed = ?started.elapsed(), "opencode serve is ready");
+                    match version_warning(version.as_deref()) {
+                        Some(w) => tracing::warn!("{w}"),
+                        None => tracing::info!(version = ?version, "OpenCode version as tested"),
+                    }
+                    return Ok(WorkerEndpoint {
+                        url: Some(url),
+                        log: Some(log),
+                        env: Env::default(),
+                    });
+                }
+                Err(e) if started.elapsed() >= timeout => {
+                    return Err(unavailable(format!(
+                        "opencode serve did not become healthy at {url} within {timeout:?} ({e})"
+                    ))
+                    .with_detail(Some(format!(
+                        "Tail of the opencode serve log:\n{}",
+                        log_tail(&log, 30)
+                    ))));
+                }
+                Err(_) => {}
             }
             control
                 .guard(
                     "while starting opencode",
-                    tokio::time::sleep(Duration::from_millis(500)),
+                    tokio::time::sleep(STARTUP_PROBE_INTERVAL),
                 )
                 .await?;
         }
@@ -301,6 +413,7 @@ pub async fn run_entrypoint(env: &Env, stop: CancellationToken) -> RunResult {
         let mut launcher = OpenCodeLauncher {
             env,
             children: &mut children,
+            proxy: None,
         };
         runner::run(kind, env, stop, &mut launcher).await
     };
@@ -319,20 +432,34 @@ mod tests {
             ("WORKER_MODEL", "terarchitect-proxy/qwen-coder"),
         ]);
         let s = Settings::resolve(&env, &Default::default()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&opencode_config(&s)).unwrap();
+        assert_eq!(worker_llm_url(&s), "http://vllm:8000/v1");
+        assert!(real_key(&s).is_none());
+        let v: serde_json::Value =
+            serde_json::from_str(&opencode_config(&s, &worker_llm_url(&s), "dummy")).unwrap();
         assert_eq!(
             v,
             json!({"$schema": "https://opencode.ai/config.json",
                 "provider": {"terarchitect-proxy": {"npm": "@ai-sdk/openai-compatible", "name": "Terarchitect Proxy",
                     "options": {"baseURL": "http://vllm:8000/v1", "apiKey": "dummy"},
                     "models": {"qwen-coder": {"name": "qwen-coder", "tool_call": true}}}},
-                "model": "terarchitect-proxy/qwen-coder"})
+                "model": "terarchitect-proxy/qwen-coder",
+                "permission": permission_policy(),
+                "tools": {"question": false},
+                "share": "disabled",
+                "autoupdate": false})
         );
-        let env = Env::from_pairs([("OPENCODE_PROVIDER_ID", "p"), ("WORKER_API_KEY", "k")]);
+        assert_eq!(v["permission"]["external_directory"], "deny");
+        assert_eq!(v["permission"]["question"], "deny");
+        let env = Env::from_pairs([
+            ("OPENCODE_PROVIDER_ID", "p"),
+            ("WORKER_API_KEY", "k-123456"),
+        ]);
         let s = Settings::resolve(&env, &Default::default()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&opencode_config(&s)).unwrap();
+        assert_eq!(real_key(&s).unwrap().expose(), "k-123456");
+        let v: serde_json::Value =
+            serde_json::from_str(&opencode_config(&s, "http://127.0.0.1:1", "dummy")).unwrap();
         assert_eq!(v["model"], "p/Qwen/Qwen3-Coder-Next-FP8");
-        assert_eq!(v["provider"]["p"]["options"]["apiKey"], "k");
+        assert_eq!(v["provider"]["p"]["options"]["apiKey"], "dummy");
     }
 
     #[tokio::test]

@@ -12,6 +12,8 @@ pub struct Failure {
     pub message: String,
     /// Step name of the final log entry, when it differs from the outcome's default.
     pub step: Option<&'static str>,
+    /// Longer detail for the final log entry's raw output (e.g. the tail of OpenCode's log).
+    pub detail: Option<String>,
 }
 
 impl Failure {
@@ -21,7 +23,14 @@ impl Failure {
             outcome,
             message: message.into(),
             step: None,
+            detail: None,
         }
+    }
+
+    /// Adds detail for the final log entry's raw output.
+    pub fn with_detail(mut self, detail: Option<String>) -> Self {
+        self.detail = detail;
+        self
     }
 
     /// Overrides the step name of the final log entry.

@@ -3,6 +3,10 @@
 //! The GitHub token never appears in a URL, an argument or `.git/config`: it is handed to each
 //! git process as an `http.extraHeader` through the `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/
 //! `GIT_CONFIG_VALUE_n` environment, scoped to the remote's origin.
+//!
+//! git runs with the allowlisted environment of [`crate::sandbox`] (no agent secret) and with
+//! hooks and fsmonitor turned off: the worker can write `.git/hooks`, and a hook run by the
+//! agent's own `git push` would otherwise see the token header.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -121,7 +125,17 @@ async fn run_git(
 ) -> Result<String, GitError> {
     let command = args.iter().take(3).copied().collect::<Vec<_>>().join(" ");
     let mut cmd = tokio::process::Command::new("git");
-    cmd.args(args)
+    cmd.env_clear()
+        .envs(crate::sandbox::worker_env(
+            &crate::config::Env::from_process(),
+        ))
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

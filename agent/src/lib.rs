@@ -25,6 +25,7 @@ pub mod memory;
 pub mod prompts;
 pub mod redact;
 pub mod runner;
+pub mod sandbox;
 pub mod termination;
 pub mod trace;
 pub mod worker;

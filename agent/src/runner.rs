@@ -22,14 +22,14 @@ use crate::github::{GitHub, repo_slug};
 use crate::memory::Memory;
 use crate::redact::Redactor;
 use crate::trace::Trace;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerEndpoint};
 
 /// Paths that never land in a pull request (plan and trace files).
 pub const EXCLUDED_PATHS: [&str; 2] = ["plan/", ".terarchitect/"];
 
 /// A hook that prepares the worker once the settings are known and the repository is ready
-/// (the entrypoint starts `opencode serve` here). It returns an OpenCode server URL to use
-/// instead of the configured one.
+/// (the entrypoint starts `opencode serve` here). It returns what it prepared (an OpenCode
+/// server URL to use instead of the configured one, its log).
 pub trait WorkerSetup {
     /// Prepares the worker.
     fn prepare(
@@ -37,7 +37,7 @@ pub trait WorkerSetup {
         settings: &Settings,
         repo_dir: &Path,
         control: &RunControl,
-    ) -> impl Future<Output = Result<Option<String>, Failure>> + Send;
+    ) -> impl Future<Output = Result<WorkerEndpoint, Failure>> + Send;
 }
 
 /// No preparation: the worker is expected to be running already (`OPENCODE_SERVER_URL`) or to be
@@ -51,8 +51,8 @@ impl WorkerSetup for NoSetup {
         _settings: &Settings,
         _repo_dir: &Path,
         _control: &RunControl,
-    ) -> Result<Option<String>, Failure> {
-        Ok(None)
+    ) -> Result<WorkerEndpoint, Failure> {
+        Ok(WorkerEndpoint::default())
     }
 }
 
@@ -154,11 +154,15 @@ pub async fn run<S: WorkerSetup>(
         settings.limits.cancel_poll,
         reporter.clone(),
     );
-    match execute(&inputs, &settings, ctx, &reporter, &control, setup).await {
+    match execute(env, &inputs, &settings, ctx, &reporter, &control, setup).await {
         Ok(result) => result,
         Err(f) => {
-            reporter.log(f.step(), &f.message, None).await;
-            f.into()
+            reporter
+                .log(f.step(), &f.message, f.detail.as_deref())
+                .await;
+            let mut result = RunResult::from(f);
+            result.message = reporter.redactor().redact(&result.message);
+            result
         }
     }
 }
@@ -334,6 +338,7 @@ async fn review_branch(
 }
 
 async fn execute<S: WorkerSetup>(
+    env: &Env,
     inputs: &JobInputs,
     settings: &Settings,
     ctx: WorkerContext,
@@ -408,13 +413,9 @@ async fn execute<S: WorkerSetup>(
         }
     };
 
-    let server_url = setup.prepare(settings, repo.dir(), control).await?;
-    let worker = Worker::new(
-        settings,
-        repo.dir(),
-        reporter.session_id(),
-        server_url.as_deref(),
-    );
+    let mut endpoint = setup.prepare(settings, repo.dir(), control).await?;
+    endpoint.env = env.clone();
+    let worker = Worker::new(settings, repo.dir(), reporter.session_id(), &endpoint);
     let memory = Memory::new(
         reporter.client().clone(),
         reporter.project_id(),

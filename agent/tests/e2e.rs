@@ -652,45 +652,350 @@ async fn fake_opencode_process() {
         )
         .unwrap();
     }
-    let _oc = FakeOpenCode::start_on(port.parse().unwrap()).await;
+    let started = std::time::SystemTime::now();
+    let env_var = |k: &str| std::env::var(k).ok();
+    if let Some(dump) = env_var("FAKE_OPENCODE_ENV_DUMP") {
+        let env: String = std::env::vars()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        std::fs::write(dump, env).unwrap();
+    }
+    let blackhole = env_var("FAKE_OPENCODE_BLACKHOLE_MS")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
+    let oc = FakeOpenCode::start_with(
+        port.parse().unwrap(),
+        StartOptions {
+            blackhole,
+            ..Default::default()
+        },
+    )
+    .await;
+    eprintln!("fake opencode: listening on {}", oc.url);
+    if env_var("FAKE_OPENCODE_BEHAVIOUR").as_deref() == Some("unknown-model") {
+        oc.push(OcBehaviour::UnknownError);
+        eprintln!(
+            "timestamp=x level=ERROR message=failed ref=err_fake0001 error=\"ProviderModelNotFoundError: Model not found: terarchitect-proxy/coder.\" cause=..."
+        );
+    }
+    if let Some(times) = env_var("FAKE_OPENCODE_TIMES") {
+        // Process start and first session, in ms since the epoch.
+        let ms =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        while oc.state.lock().unwrap().sessions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first = std::time::SystemTime::now();
+        std::fs::write(times, format!("{} {}", ms(started), ms(first))).unwrap();
+    }
     tokio::time::sleep(Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entrypoint_starts_opencode_and_runs_the_job() {
     let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
-    let script = h.dir.path().join("opencode");
     let record = h.dir.path().join("opencode-config.json");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n# called as: opencode serve --port P --hostname H\nFAKE_OPENCODE_PORT=\"$3\" exec '{}' --exact fake_opencode_process --ignored --nocapture >/dev/null 2>&1\n",
-            std::env::current_exe().unwrap().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = fake_opencode_script(&h, &[("FAKE_OPENCODE_RECORD", record.to_str().unwrap())]);
     let port = closed_port();
     h.unset_env("OPENCODE_SERVER_URL");
     h.set_env("OPENCODE_BIN", script.to_str().unwrap());
     h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
-    h.set_env("FAKE_OPENCODE_RECORD", record.to_str().unwrap());
     h.set_env("WORKER_LLM_URL", "http://llm.internal:8000/v1");
     h.set_env("JOB_KIND", "ticket");
     let (code, stderr) = h.run_binary(&["entrypoint"]).await;
     assert_eq!(code, 0, "{stderr}");
     let config: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert_eq!(config["model"], "terarchitect-proxy/coder");
-    assert_eq!(
-        config["provider"]["terarchitect-proxy"]["options"]["baseURL"],
-        "http://llm.internal:8000/v1"
+    assert!(
+        config["provider"]["terarchitect-proxy"]["options"]["baseURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
     );
+    // The provider key stays in the agent (its key proxy); OpenCode gets a dummy.
     assert_eq!(
         config["provider"]["terarchitect-proxy"]["options"]["apiKey"],
-        WORKER_KEY
+        "dummy"
     );
+    assert!(!config.to_string().contains(WORKER_KEY));
     assert_eq!(h.gh.pulls().len(), 1);
     // The OpenCode child was stopped with the run.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+// ---- the real OpenCode's awkward behaviour, reproduced by the fake ----------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_inside_a_200_answer_ends_the_run_with_the_providers_message() {
+    let h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    // The provider's message echoes the key: it must arrive redacted.
+    h.oc.push(OcBehaviour::ErrorAnswer(api_error(
+        &format!("Incorrect API key provided: {WORKER_KEY}"),
+        401,
+        false,
+    )));
+    let (code, _) = h.run_binary(&["ticket"]).await;
+    assert_failed(
+        &h,
+        code,
+        AgentOutcome::WorkerUnavailable,
+        "worker_unavailable",
+    )
+    .await;
+    let term = h.termination();
+    assert!(
+        term.contains("Incorrect API key provided: [REDACTED]")
+            && term.contains("APIError")
+            && term.contains("401"),
+        "{term}"
+    );
+    let steps = h.steps().await;
+    for never in [
+        "worker_research_done",
+        "worker_plan_done",
+        "memory_indexed",
+        "task_complete",
+    ] {
+        assert!(
+            !steps.contains(&never.to_owned()),
+            "{never} logged: {steps:?}"
+        );
+    }
+    assert_eq!(h.oc.prompts().len(), 1, "not retried: not retryable");
+    assert!(h.llm.requests().is_empty(), "the Director never judged it");
+    h.assert_no_secret_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_error_answer_is_retried_then_gives_up() {
+    let h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    h.oc.push(OcBehaviour::ErrorAnswer(api_error("overloaded", 429, true)));
+    let result = h
+        .run_in_process(JobKind::Ticket, CancellationToken::new())
+        .await;
+    assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
+    let prompts = h.oc.prompts();
+    assert_eq!(prompts[0], prompts[1], "the research prompt was sent again");
+
+    let h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    for _ in 0..3 {
+        h.oc.push(OcBehaviour::ErrorAnswer(api_error("overloaded", 503, true)));
+    }
+    let result = h
+        .run_in_process(JobKind::Ticket, CancellationToken::new())
+        .await;
+    assert_eq!(
+        result.outcome,
+        AgentOutcome::WorkerUnavailable,
+        "{result:?}"
+    );
+    assert!(
+        result.message.contains("after 3 attempts") && result.message.contains("overloaded"),
+        "{result:?}"
+    );
+    assert_eq!(h.oc.prompts().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_question_tool_is_turned_off_so_it_never_blocks_a_turn() {
+    let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    h.oc.push(OcBehaviour::Question);
+    h.set_env("WORKER_TIMEOUT_SEC", "5");
+    let result = h
+        .run_in_process(JobKind::Ticket, CancellationToken::new())
+        .await;
+    assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
+    assert_eq!(h.oc.question_offered(), 0);
+    let state = h.oc.state.lock().unwrap();
+    assert!(
+        state
+            .messages
+            .iter()
+            .all(|(_, _, b)| b["tools"]["question"] == false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_permission_request_is_rejected_so_the_turn_goes_on() {
+    let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    h.oc.push(OcBehaviour::Permission("/tmp/*".into()));
+    h.set_env("WORKER_TIMEOUT_SEC", "5");
+    let result = h
+        .run_in_process(JobKind::Ticket, CancellationToken::new())
+        .await;
+    assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
+    let replies = h.oc.replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].1["reply"], "reject");
+    assert!(
+        replies[0].1["message"]
+            .as_str()
+            .unwrap()
+            .contains("inside the repository")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_errors_say_what_happened() {
+    // An unknown provider/model: HTTP 500 UnknownError with a reference only.
+    let h = Harness::new("Add greeting", &[]).await;
+    h.oc.push(OcBehaviour::UnknownError);
+    let result = h
+        .run_in_process(JobKind::Ticket, CancellationToken::new())
+        .await;
+    assert_eq!(
+        result.outcome,
+        AgentOutcome::WorkerUnavailable,
+        "{result:?}"
+    );
+    for part in [
+        "UnknownError",
+        "\"terarchitect-proxy\"",
+        "\"coder\"",
+        "WORKER_MODEL",
+    ] {
+        assert!(result.message.contains(part), "{part}: {result:?}");
+    }
+    assert!(!result.message.contains("Is opencode serve running"));
+
+    // A wrong server password: 401, named as such.
+    let mut h = Harness::new("Add greeting", &[]).await;
+    h.oc = FakeOpenCode::start_with(
+        0,
+        StartOptions {
+            password: Some("right-password".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    h.set_env("OPENCODE_SERVER_URL", &h.oc.url.clone());
+    h.set_env("OPENCODE_SERVER_PASSWORD", "wrong-password");
+    let result = h
+        .run_in_process(JobKind::Ticket, CancellationToken::new())
+        .await;
+    assert_eq!(
+        result.outcome,
+        AgentOutcome::WorkerUnavailable,
+        "{result:?}"
+    );
+    assert!(
+        result.message.contains("HTTP 401") && result.message.contains("OPENCODE_SERVER_PASSWORD"),
+        "{result:?}"
+    );
+    assert!(!result.message.contains("wrong-password"));
+}
+
+/// Writes the `opencode` script the entrypoint tests start: it runs this test binary's
+/// [`fake_opencode_process`] on the port it is given with the `FAKE_OPENCODE_*` settings
+/// `vars` (written into the script: the worker's environment is an allowlist), keeping its
+/// stderr (OpenCode's log).
+fn fake_opencode_script(h: &Harness, vars: &[(&str, &str)]) -> std::path::PathBuf {
+    let script = h.dir.path().join("opencode-fake");
+    let vars: String = vars.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# called as: opencode serve --port P --hostname H --print-logs\n{vars}FAKE_OPENCODE_PORT=\"$3\" exec '{}' --exact fake_opencode_process --ignored --nocapture\n",
+            std::env::current_exe().unwrap().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secrets() {
+    let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    let record = h.dir.path().join("opencode-config.json");
+    let env_dump = h.dir.path().join("opencode-env.txt");
+    let times = h.dir.path().join("opencode-times.txt");
+    let script = fake_opencode_script(
+        &h,
+        &[
+            ("FAKE_OPENCODE_RECORD", record.to_str().unwrap()),
+            ("FAKE_OPENCODE_ENV_DUMP", env_dump.to_str().unwrap()),
+            ("FAKE_OPENCODE_TIMES", times.to_str().unwrap()),
+            // The real server never answers requests of its first ~0.3 s; the fake: its first
+            // second.
+            ("FAKE_OPENCODE_BLACKHOLE_MS", "1000"),
+        ],
+    );
+    let port = closed_port();
+    h.unset_env("OPENCODE_SERVER_URL");
+    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
+    h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
+    h.set_env("AGENT_API_KEY", AGENT_KEY);
+    h.set_env("WORKER_API_KEY", WORKER_KEY);
+    h.set_env("JOB_KIND", "ticket");
+    let (code, stderr) = h.run_binary(&["entrypoint"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(h.gh.pulls().len(), 1);
+
+    // Start-up: from the process start to the first session, not 10 s per unanswered probe.
+    let t = std::fs::read_to_string(&times).unwrap();
+    let t: Vec<u128> = t.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let startup = Duration::from_millis((t[1] - t[0]) as u64);
+    assert!(
+        startup < Duration::from_secs(3),
+        "start-up took {startup:?}"
+    );
+
+    // The worker's environment holds no secret, and its config not the provider key: OpenCode
+    // talks to the agent's loopback key proxy with a dummy key.
+    let env = std::fs::read_to_string(&env_dump).unwrap();
+    for s in SECRETS {
+        assert!(!env.contains(s), "{s} reached the worker: {env}");
+    }
+    for line in env.lines() {
+        let name = line.split('=').next().unwrap();
+        assert!(
+            !terarchitect_agent::redact::is_secret_key(name) && !name.starts_with("GIT_CONFIG"),
+            "{name} reached the worker"
+        );
+    }
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let options = &config["provider"]["terarchitect-proxy"]["options"];
+    assert_eq!(options["apiKey"], "dummy");
+    assert!(
+        options["baseURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{config}"
+    );
+    assert_eq!(config["permission"]["external_directory"], "deny");
+    assert_eq!(config["tools"]["question"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entrypoint_failure_names_the_model_and_logs_the_opencode_log_tail() {
+    let mut h = Harness::new("Add greeting", &[]).await;
+    let script = fake_opencode_script(&h, &[("FAKE_OPENCODE_BEHAVIOUR", "unknown-model")]);
+    h.unset_env("OPENCODE_SERVER_URL");
+    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
+    h.set_env("OPENCODE_SERVER_PORT", &closed_port().to_string());
+    h.set_env("JOB_KIND", "ticket");
+    let (code, stderr) = h.run_binary(&["entrypoint"]).await;
+    assert_failed(
+        &h,
+        code,
+        AgentOutcome::WorkerUnavailable,
+        "worker_unavailable",
+    )
+    .await;
+    let term = h.termination();
+    assert!(
+        term.contains("OpenCode logged: ProviderModelNotFoundError: Model not found: terarchitect-proxy/coder."),
+        "{term}\n{stderr}"
+    );
+    let logs = h.logs().await;
+    let last = logs.last().unwrap();
+    let raw = last["raw_output"].as_str().unwrap_or_default();
+    assert!(
+        raw.contains("Tail of the opencode serve log") && raw.contains("fake opencode: listening"),
+        "{last}"
+    );
+    assert!(!raw.contains(WORKER_KEY));
 }

@@ -127,7 +127,10 @@ async fn tokens_never_reach_the_logs() {
     send(
         &http,
         M::POST,
-        format!("{base}/api/worker/jobs/{}/complete", job["job_id"].as_str().unwrap()),
+        format!(
+            "{base}/api/worker/jobs/{}/complete",
+            job["job_id"].as_str().unwrap()
+        ),
         WORKER_KEY,
         json!({}),
     )

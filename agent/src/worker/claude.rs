@@ -1,7 +1,8 @@
 //! The Claude Code worker: `claude -p <prompt> --output-format json --allowedTools … [--model M]
 //! [--resume <session>]` in the project directory, with `ANTHROPIC_API_KEY` from
 //! `WORKER_API_KEY` (unless it is `dummy`). The process is killed when its call is dropped
-//! (cancellation) or times out.
+//! (cancellation) or times out. The CLI's environment is the allowlist of
+//! [`crate::sandbox::worker_env`] plus `ANTHROPIC_API_KEY`: no other secret reaches it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::WorkerError;
-use crate::config::{Secret, Settings};
+use crate::config::{Env, Secret, Settings};
+use crate::sandbox::worker_command;
 
 /// Tools the worker may use.
 pub const ALLOWED_TOOLS: &str = "Bash,Read,Edit,Write,MultiEdit,Glob,Grep,LS";
@@ -23,14 +25,16 @@ pub struct ClaudeWorker {
     api_key: Option<Secret>,
     directory: PathBuf,
     timeout: Duration,
+    env: Env,
     session: Option<String>,
     turns: u32,
 }
 
 impl ClaudeWorker {
-    /// A worker from the settings.
-    pub fn new(settings: &Settings, project_dir: &Path) -> Self {
+    /// A worker from the settings; its processes are built from the allowlisted part of `env`.
+    pub fn new(settings: &Settings, project_dir: &Path, env: Env) -> Self {
         Self {
+            env,
             bin: settings.claude_bin.clone(),
             model: settings.worker_model.clone(),
             api_key: settings.worker_api_key.clone(),
@@ -62,7 +66,7 @@ impl ClaudeWorker {
 
     /// Checks that the CLI can be started (`claude --version`).
     pub async fn check(&self) -> Result<(), WorkerError> {
-        let mut cmd = tokio::process::Command::new(&self.bin);
+        let mut cmd = worker_command(&self.bin, &self.env);
         cmd.arg("--version")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,7 +90,7 @@ impl ClaudeWorker {
 
     /// Runs one prompt.
     pub async fn send(&mut self, prompt: &str, resume: bool) -> Result<String, WorkerError> {
-        let mut cmd = tokio::process::Command::new(&self.bin);
+        let mut cmd = worker_command(&self.bin, &self.env);
         cmd.args(self.args(prompt, resume))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -95,10 +99,16 @@ impl ClaudeWorker {
         if self.directory.is_dir() {
             cmd.current_dir(&self.directory);
         }
-        if let Some(key) = &self.api_key
-            && key.expose() != "dummy"
-        {
-            cmd.env("ANTHROPIC_API_KEY", key.expose());
+        match &self.api_key {
+            Some(key) if key.expose() != "dummy" => {
+                cmd.env("ANTHROPIC_API_KEY", key.expose());
+            }
+            // `dummy` keeps an ANTHROPIC_API_KEY the agent was given.
+            _ => {
+                if let Some(k) = self.env.get("ANTHROPIC_API_KEY") {
+                    cmd.env("ANTHROPIC_API_KEY", k);
+                }
+            }
         }
         let child = cmd.spawn().map_err(|e| {
             WorkerError::Unavailable(format!("claude CLI not found ({}): {e}", self.bin))
@@ -145,9 +155,14 @@ mod tests {
     use crate::config::Env;
 
     fn worker(model: &str) -> ClaudeWorker {
-        let env = Env::from_pairs([("WORKER_MODEL", model), ("WORKER_API_KEY", "sk-ant-123456")]);
+        let env = Env::from_pairs([
+            ("WORKER_MODEL", model),
+            ("WORKER_API_KEY", "sk-ant-123456"),
+            ("GITHUB_TOKEN", "ghp_must_not_leak"),
+            ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ]);
         let s = Settings::resolve(&env, &Default::default()).unwrap();
-        ClaudeWorker::new(&s, Path::new("/nonexistent"))
+        ClaudeWorker::new(&s, Path::new("/nonexistent"), env)
     }
 
     #[test]
@@ -177,14 +192,15 @@ mod tests {
         let bin = dir.path().join("claude");
         std::fs::write(
             &bin,
-            "#!/bin/sh\nif [ \"$2\" = fail ]; then echo boom >&2; exit 3; fi\nif [ \"$2\" = text ]; then echo plain; exit 0; fi\necho \"{\\\"session_id\\\":\\\"abc\\\",\\\"result\\\":\\\" key=$ANTHROPIC_API_KEY \\\"}\"\n",
+            "#!/bin/sh\nif [ \"$2\" = fail ]; then echo boom >&2; exit 3; fi\nif [ \"$2\" = text ]; then echo plain; exit 0; fi\necho \"{\\\"session_id\\\":\\\"abc\\\",\\\"result\\\":\\\" key=$ANTHROPIC_API_KEY gh=$GITHUB_TOKEN \\\"}\"\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut w = worker("");
         w.bin = bin.to_string_lossy().into_owned();
-        assert_eq!(w.send("go", false).await.unwrap(), "key=sk-ant-123456");
+        // The key arrives; no other secret does.
+        assert_eq!(w.send("go", false).await.unwrap(), "key=sk-ant-123456 gh=");
         assert_eq!(w.session.as_deref(), Some("abc"));
         assert_eq!(w.send("text", true).await.unwrap(), "plain");
         let err = w.send("fail", true).await.unwrap_err();

@@ -3,8 +3,9 @@
 
 pub mod claude;
 pub mod opencode;
+pub mod proxy;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use terarchitect_worker_api::AgentOutcome;
@@ -21,6 +22,15 @@ pub enum WorkerError {
     /// One call took longer than `WORKER_TIMEOUT_SEC`.
     #[error("the worker call exceeded WORKER_TIMEOUT_SEC ({0:?})")]
     Timeout(Duration),
+    /// The worker answered, but with an error (e.g. its model call failed), or failed in a way
+    /// with more to tell (`detail`: the tail of its log).
+    #[error("{message}")]
+    Failed {
+        /// What happened (one line; may hold the provider's message).
+        message: String,
+        /// More detail for the final log entry.
+        detail: Option<String>,
+    },
 }
 
 impl From<WorkerError> for Failure {
@@ -28,8 +38,22 @@ impl From<WorkerError> for Failure {
         match e {
             WorkerError::Unavailable(m) => Failure::new(AgentOutcome::WorkerUnavailable, m),
             WorkerError::Timeout(_) => Failure::new(AgentOutcome::TimeLimit, e.to_string()),
+            WorkerError::Failed { message, detail } => {
+                Failure::new(AgentOutcome::WorkerUnavailable, message).with_detail(detail)
+            }
         }
     }
+}
+
+/// What the run's set-up prepared for the worker.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerEndpoint {
+    /// The OpenCode server to use instead of the configured one (set by the entrypoint).
+    pub url: Option<String>,
+    /// The log file of the `opencode serve` the entrypoint started.
+    pub log: Option<PathBuf>,
+    /// The environment snapshot worker processes (Claude Code) are built from (allowlisted).
+    pub env: crate::config::Env,
 }
 
 /// The worker of a run.
@@ -43,23 +67,29 @@ pub enum Worker {
 
 impl Worker {
     /// The worker for `settings`, working in `project_dir` for Director session `session_id`.
-    /// `server_url` overrides the OpenCode server URL (set by the entrypoint).
+    /// `endpoint` is what the entrypoint prepared (the OpenCode server it started, its log; the
+    /// environment worker processes get).
     pub fn new(
         settings: &Settings,
         project_dir: &Path,
         session_id: &str,
-        server_url: Option<&str>,
+        endpoint: &WorkerEndpoint,
     ) -> Self {
         match settings.worker_mode {
-            WorkerMode::OpenCode => Self::OpenCode(opencode::OpenCodeWorker::new(
+            WorkerMode::OpenCode => Self::OpenCode(
+                opencode::OpenCodeWorker::new(
+                    settings,
+                    project_dir,
+                    session_id,
+                    endpoint.url.as_deref(),
+                )
+                .with_log(endpoint.log.clone()),
+            ),
+            WorkerMode::ClaudeCode => Self::Claude(claude::ClaudeWorker::new(
                 settings,
                 project_dir,
-                session_id,
-                server_url,
+                endpoint.env.clone(),
             )),
-            WorkerMode::ClaudeCode => {
-                Self::Claude(claude::ClaudeWorker::new(settings, project_dir))
-            }
         }
     }
 

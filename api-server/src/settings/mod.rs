@@ -378,14 +378,20 @@ mod tests {
     #[test]
     fn agent_settings_has_every_key() {
         let r = resolved(
-            &[("github_agent_token", "ghp_db"), ("WORKER_MODE", "opencode")],
+            &[
+                ("github_agent_token", "ghp_db"),
+                ("WORKER_MODE", "opencode"),
+            ],
             &[],
         );
         let s = r.agent_settings();
         assert_eq!(s.len(), 20);
         assert_eq!(s["github_agent_token"], "ghp_db");
         assert_eq!(s["AGENT_MODEL"], "");
-        assert_eq!(s["WORKER_MODE"], "opencode", "a saved mode reaches the agent");
+        assert_eq!(
+            s["WORKER_MODE"], "opencode",
+            "a saved mode reaches the agent"
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ async fn worker_context_shape(backend: Backend) {
     );
     assert_eq!(settings["WORKER_LLM_URL"], "");
     // The original left WORKER_MODE out although PUT /api/settings stores it (issue 10).
-    assert_eq!(settings["WORKER_MODE"], "opencode", "a saved WORKER_MODE is honoured");
+    assert_eq!(
+        settings["WORKER_MODE"], "opencode",
+        "a saved WORKER_MODE is honoured"
+    );
 
     // Unknown ticket, or a ticket of another project: 404.
     assert_eq!(

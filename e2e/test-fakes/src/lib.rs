@@ -26,7 +26,7 @@ use axum::Router;
 pub use git::{GitRemote, git};
 pub use github::{FakeGitHub, GhState, pull_json};
 pub use llm::{FakeLlm, LlmKind, LlmState, answers};
-pub use opencode::{FakeOpenCode, OcState, fake_work};
+pub use opencode::{FakeOpenCode, OcBehaviour, OcState, StartOptions, api_error, fake_work};
 pub use scripted_model::{
     ModelCall, ModelKind, ModelState, Reply, Rule, ScriptedModel, content_text,
 };

@@ -7,19 +7,32 @@
 //! ([`FakeOpenCode::hold`]: messages whose directory contains the key hang until
 //! [`FakeOpenCode::release`], which lets them do their work and answer, or until their session is
 //! aborted).
+//!
+//! It reproduces what the real `opencode serve` (1.18.33) does that hurts a client, scripted per
+//! message with [`FakeOpenCode::push`] ([`OcBehaviour`]): a failed model call answered as HTTP
+//! 200 with `info.error` and no parts; the `question` tool, which blocks the message until the
+//! question is answered or rejected (`GET /question`, `POST /question/{id}/reply|reject`) unless
+//! the message sent `"tools": {"question": false}`; a permission request (e.g.
+//! `external_directory`), which blocks the message until it is replied to (`GET /permission`,
+//! `POST /permission/{id}/reply`, the older `POST /session/{id}/permissions/{id}`), announced on
+//! `GET /event` (SSE) as `permission.asked`; an unknown model answered as HTTP 500
+//! `UnknownError` with only a reference. [`StartOptions`] add its start-up window in which
+//! requests are never answered, and basic auth (401 otherwise).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path as AxPath, Query, State};
+use axum::extract::{Path as AxPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::serve;
 
@@ -32,9 +45,52 @@ pub struct Hold {
     pub held: usize,
 }
 
+/// What the fake does with the next message (see [`FakeOpenCode::push`]).
+#[derive(Debug, Clone)]
+pub enum OcBehaviour {
+    /// The model call fails: HTTP 200, `parts: []`, `info.error` = this value (e.g.
+    /// [`api_error`]).
+    ErrorAnswer(Value),
+    /// The model calls the `question` tool: the message blocks until the question is answered
+    /// or rejected (or the session aborted), unless the message turned the tool off.
+    Question,
+    /// A tool call needs the permission `external_directory` for this pattern: the message
+    /// blocks until the request is replied to (or the session aborted).
+    Permission(String),
+    /// HTTP 500 `UnknownError` with a reference only (as for an unknown provider or model).
+    UnknownError,
+}
+
+/// An `APIError` as OpenCode reports a failed model call.
+pub fn api_error(message: &str, status: u16, retryable: bool) -> Value {
+    json!({"name": "APIError", "data": {"message": message, "statusCode": status,
+        "isRetryable": retryable, "responseBody": format!("{{\"error\":{{\"message\":\"{message}\"}}}}")}})
+}
+
+/// How the fake starts.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Requests arriving this long after start are never answered (the real server's start-up).
+    pub blackhole: Option<Duration>,
+    /// Basic-auth password (user `opencode`): every request without it gets 401.
+    pub password: Option<String>,
+    /// Version reported by `/global/health` (default `1.18.33`).
+    pub version: Option<String>,
+}
+
 /// The fake's state.
 #[derive(Default)]
 pub struct OcState {
+    /// Behaviours of the next messages, in order.
+    pub behaviours: VecDeque<OcBehaviour>,
+    /// Pending permission requests.
+    pub permissions: Vec<Value>,
+    /// Pending questions.
+    pub questions: Vec<Value>,
+    /// Replies received: (request id, body).
+    pub replies: Vec<(String, Value)>,
+    /// Every message body whose `question` tool was offered (not turned off).
+    pub question_offered: usize,
     /// Created sessions: id, title, directory.
     pub sessions: Vec<Value>,
     /// Messages: session id, directory, body.
@@ -62,7 +118,7 @@ pub struct FakeOpenCode {
     pub state: Arc<Mutex<OcState>>,
     /// Notified when a message starts hanging (`slow_from` or a hold).
     pub slow_started: Arc<Notify>,
-    /// Notified (all waiters) on every abort and release.
+    /// Notified (all waiters) on every abort, release and reply.
     pub abort: Arc<Notify>,
 }
 
@@ -71,6 +127,9 @@ struct OcApp {
     state: Arc<Mutex<OcState>>,
     slow_started: Arc<Notify>,
     abort: Arc<Notify>,
+    events: broadcast::Sender<Value>,
+    started: tokio::time::Instant,
+    options: StartOptions,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -138,6 +197,92 @@ enum Wait {
     Slow,
     /// Hang until the key is released or the session is aborted.
     Held(String),
+    /// A scripted behaviour.
+    Behaviour(OcBehaviour),
+}
+
+/// Waits until `pending(state)` is false (true: the session was aborted meanwhile).
+async fn wait_while(app: &OcApp, session: &str, pending: impl Fn(&OcState) -> bool) -> bool {
+    loop {
+        let notified = app.abort.notified();
+        {
+            let s = app.state.lock().unwrap();
+            if s.aborted.iter().any(|a| a == session) {
+                return true;
+            }
+            if !pending(&s) {
+                return false;
+            }
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Runs a scripted behaviour; `Some` is the answer, `None` means go on with the work.
+async fn behave(app: &OcApp, session: &str, body: &Value, b: OcBehaviour) -> Option<Response> {
+    match b {
+        OcBehaviour::ErrorAnswer(err) => Some(
+            Json(
+                json!({"info": {"id": "msg_err", "role": "assistant", "sessionID": session,
+                "error": err}, "parts": []}),
+            )
+            .into_response(),
+        ),
+        OcBehaviour::UnknownError => Some(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"name": "UnknownError", "data": {
+                    "message": "Unexpected server error. Check server logs for details.",
+                    "ref": "err_fake0001"}})),
+            )
+                .into_response(),
+        ),
+        OcBehaviour::Question => {
+            if body["tools"]["question"] == json!(false) {
+                return None;
+            }
+            let id = {
+                let mut s = app.state.lock().unwrap();
+                s.question_offered += 1;
+                let id = format!("que_{}", s.replies.len() + s.questions.len() + 1);
+                let q = json!({"id": id, "sessionID": session, "questions": [{"question": "Which file?", "header": "File", "options": []}]});
+                s.questions.push(q.clone());
+                let _ = app
+                    .events
+                    .send(json!({"type": "question.asked", "properties": q}));
+                id
+            };
+            if wait_while(app, session, |s| s.questions.iter().any(|q| q["id"] == id)).await {
+                return Some(aborted_answer());
+            }
+            None
+        }
+        OcBehaviour::Permission(pattern) => {
+            let id = {
+                let mut s = app.state.lock().unwrap();
+                let id = format!("per_{}", s.replies.len() + s.permissions.len() + 1);
+                let p = json!({"id": id, "sessionID": session, "permission": "external_directory",
+                    "patterns": [pattern], "metadata": {"filepath": pattern}, "always": [pattern],
+                    "tool": {"messageID": "msg_1", "callID": "call_1"}});
+                s.permissions.push(p.clone());
+                let _ = app
+                    .events
+                    .send(json!({"type": "permission.asked", "properties": p}));
+                id
+            };
+            if wait_while(app, session, |s| {
+                s.permissions.iter().any(|p| p["id"] == id)
+            })
+            .await
+            {
+                return Some(aborted_answer());
+            }
+            None
+        }
+    }
 }
 
 fn aborted_answer() -> Response {
@@ -183,7 +328,7 @@ async fn oc_message(
         } else if s.slow_from.is_some_and(|f| i >= f) {
             Some(Wait::Slow)
         } else {
-            None
+            s.behaviours.pop_front().map(Wait::Behaviour)
         }
     };
     match wait {
@@ -194,6 +339,11 @@ async fn oc_message(
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             }
             return aborted_answer();
+        }
+        Some(Wait::Behaviour(b)) => {
+            if let Some(answer) = behave(&app, &id, &body, b).await {
+                return answer;
+            }
         }
         Some(Wait::Held(key)) => {
             app.slow_started.notify_one();
@@ -234,6 +384,99 @@ async fn oc_abort(State(app): State<OcApp>, AxPath(id): AxPath<String>) -> Json<
     Json(json!(true))
 }
 
+/// Removes a pending permission or question and records the reply; 404 when unknown.
+fn reply_to(app: &OcApp, id: &str, body: Value) -> Response {
+    let mut s = app.state.lock().unwrap();
+    let before = s.permissions.len() + s.questions.len();
+    s.permissions.retain(|p| p["id"] != id);
+    s.questions.retain(|q| q["id"] != id);
+    if s.permissions.len() + s.questions.len() == before {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"name": "NotFoundError", "data": {"message": format!("{id} not found")}})),
+        )
+            .into_response();
+    }
+    s.replies.push((id.to_owned(), body));
+    drop(s);
+    app.abort.notify_waiters();
+    Json(json!(true)).into_response()
+}
+
+async fn oc_permission_reply(
+    State(app): State<OcApp>,
+    AxPath(id): AxPath<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    if !matches!(body["reply"].as_str(), Some("once" | "always" | "reject")) {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "reply"}))).into_response();
+    }
+    reply_to(&app, &id, body)
+}
+
+async fn oc_permission_respond(
+    State(app): State<OcApp>,
+    AxPath((_session, id)): AxPath<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    reply_to(&app, &id, body)
+}
+
+async fn oc_question_answer(
+    State(app): State<OcApp>,
+    AxPath((id, action)): AxPath<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    if action != "reply" && action != "reject" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let body = body.map(|b| b.0).unwrap_or(Value::Null);
+    reply_to(&app, &id, json!({"action": action, "body": body}))
+}
+
+async fn oc_event(State(app): State<OcApp>) -> impl IntoResponse {
+    let rx = app.events.subscribe();
+    let first = json!({"type": "server.connected", "properties": {}});
+    let stream = futures::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
+        let v = match first {
+            Some(v) => v,
+            None => loop {
+                match rx.recv().await {
+                    Ok(v) => break v,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+        };
+        let event = Event::default().data(v.to_string());
+        Some((Ok::<_, std::convert::Infallible>(event), (None, rx)))
+    });
+    Sse::new(stream)
+}
+
+/// Never answers requests of the start-up window; 401 without the password.
+async fn gate(State(app): State<OcApp>, req: Request, next: Next) -> Response {
+    if let Some(w) = app.options.blackhole
+        && app.started.elapsed() < w
+    {
+        std::future::pending::<()>().await;
+    }
+    if let Some(p) = &app.options.password {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("opencode:{p}"));
+        let want = format!("Basic {basic}");
+        if header(req.headers(), "authorization") != want {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"opencode\"")],
+                "Unauthorized",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn oc_summarize(State(app): State<OcApp>) -> Json<Value> {
     app.state.lock().unwrap().summarized += 1;
     Json(json!(true))
@@ -242,6 +485,11 @@ async fn oc_summarize(State(app): State<OcApp>) -> Json<Value> {
 impl FakeOpenCode {
     /// Starts on `port` (0 for any).
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, StartOptions::default()).await
+    }
+
+    /// Starts on `port` (0 for any) with `options`.
+    pub async fn start_with(port: u16, options: StartOptions) -> Self {
         let state = Arc::new(Mutex::new(OcState {
             record: true,
             ..OcState::default()
@@ -250,16 +498,44 @@ impl FakeOpenCode {
             state: state.clone(),
             slow_started: Arc::new(Notify::new()),
             abort: Arc::new(Notify::new()),
+            events: broadcast::channel(64).0,
+            started: tokio::time::Instant::now(),
+            options,
         };
+        let version = app
+            .options
+            .version
+            .clone()
+            .unwrap_or_else(|| "1.18.33".to_owned());
         let router = Router::new()
             .route(
                 "/global/health",
-                get(|| async { Json(json!({"healthy": true, "version": "fake"})) }),
+                get(move || async move { Json(json!({"healthy": true, "version": version})) }),
             )
             .route("/session", post(oc_session))
             .route("/session/{id}/message", post(oc_message))
             .route("/session/{id}/abort", post(oc_abort))
             .route("/session/{id}/summarize", post(oc_summarize))
+            .route(
+                "/session/{id}/permissions/{pid}",
+                post(oc_permission_respond),
+            )
+            .route(
+                "/permission",
+                get(|State(app): State<OcApp>| async move {
+                    Json(json!(app.state.lock().unwrap().permissions))
+                }),
+            )
+            .route("/permission/{id}/reply", post(oc_permission_reply))
+            .route(
+                "/question",
+                get(|State(app): State<OcApp>| async move {
+                    Json(json!(app.state.lock().unwrap().questions))
+                }),
+            )
+            .route("/question/{id}/{action}", post(oc_question_answer))
+            .route("/event", get(oc_event))
+            .layer(middleware::from_fn_with_state(app.clone(), gate))
             .with_state(app.clone());
         Self {
             url: serve(router, port).await,
@@ -272,6 +548,21 @@ impl FakeOpenCode {
     /// Starts on any port.
     pub async fn start() -> Self {
         Self::start_on(0).await
+    }
+
+    /// Scripts the behaviour of the next message not held otherwise.
+    pub fn push(&self, b: OcBehaviour) {
+        self.state.lock().unwrap().behaviours.push_back(b);
+    }
+
+    /// Replies received to permission requests and questions: (request id, body).
+    pub fn replies(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().replies.clone()
+    }
+
+    /// Messages that were offered the `question` tool (did not turn it off).
+    pub fn question_offered(&self) -> usize {
+        self.state.lock().unwrap().question_offered
     }
 
     /// Messages from `index` on hang until their session is aborted.
