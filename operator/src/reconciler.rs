@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalizer};
@@ -268,15 +269,33 @@ async fn conclude(
     settle(&reported, ctx).await
 }
 
+/// The metadata of the env Secret the dispatcher made for `aj` (named `<agentjob>-env`,
+/// labelled with the AgentJob and managed by the operator), if it exists. A Secret of that name
+/// that someone else made is none of the operator's business. Never reads the Secret's data.
+async fn our_env_secret(
+    aj: &AgentJob,
+    secrets: &Api<Secret>,
+) -> Result<Option<PartialObjectMeta<Secret>>> {
+    let name = aj.name_any();
+    let secret_name = env_secret_name(&name);
+    if !aj.spec.env_from_secrets.contains(&secret_name) {
+        return Ok(None);
+    }
+    let Some(meta) = secrets.get_metadata_opt(&secret_name).await? else {
+        return Ok(None);
+    };
+    let labels = meta.labels();
+    let ours = labels.get(LABEL_AGENTJOB) == Some(&name)
+        && labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER);
+    Ok(ours.then_some(meta))
+}
+
 /// Makes sure the claim's environment Secret (if the dispatcher made one) is owned by the
 /// AgentJob, so it is garbage-collected with it.
 async fn adopt_env_secret(aj: &AgentJob, ctx: &Context) -> Result<()> {
     let secret_name = env_secret_name(&aj.name_any());
-    if !aj.spec.env_from_secrets.contains(&secret_name) {
-        return Ok(());
-    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let Some(secret) = secrets.get_opt(&secret_name).await? else {
+    let Some(secret) = our_env_secret(aj, &secrets).await? else {
         return Ok(());
     };
     let uid = aj.uid().unwrap_or_default();
@@ -625,17 +644,11 @@ async fn expire(aj: &AgentJob, ctx: &Context) -> Result<()> {
 async fn delete_env_secret(aj: &AgentJob, ctx: &Context) -> Result<()> {
     let name = aj.name_any();
     let secret_name = env_secret_name(&name);
-    if !aj.spec.env_from_secrets.contains(&secret_name) {
-        return Ok(());
-    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let Some(meta) = secrets.get_metadata_opt(&secret_name).await? else {
+    let Some(meta) = our_env_secret(aj, &secrets).await? else {
         return Ok(());
     };
-    let labels = meta.labels();
-    let ours = labels.get(LABEL_AGENTJOB) == Some(&name)
-        && labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER);
-    if !ours || meta.metadata.deletion_timestamp.is_some() {
+    if meta.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
     let dp = DeleteParams {

@@ -194,17 +194,20 @@ async fn hand_applied_agentjobs_are_kept_until_their_own_ttl() {
         .operator(h.config(&[("--agentjob-ttl-seconds", "86400")]))
         .await;
     let client = h.kube.client().await;
+    // Secrets the user made, one of them named like the operator's own env Secrets.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let mut user_secret = Secret::default();
-    user_secret.metadata.name = Some("my-agent-settings".into());
-    user_secret.string_data = Some([("AGENT_MODEL".to_owned(), "m".to_owned())].into());
-    secrets
-        .create(&PostParams::default(), &user_secret)
-        .await
-        .unwrap();
+    for name in ["my-agent-settings", "short-env"] {
+        let mut user_secret = Secret::default();
+        user_secret.metadata.name = Some(name.into());
+        user_secret.string_data = Some([("AGENT_MODEL".to_owned(), "m".to_owned())].into());
+        secrets
+            .create(&PostParams::default(), &user_secret)
+            .await
+            .unwrap();
+    }
     let api: Api<AgentJob> = Api::namespaced(client, NS);
     let pp = PostParams::default();
-    let user = vec!["my-agent-settings".to_owned()];
+    let user = vec!["my-agent-settings".to_owned(), "short-env".to_owned()];
     api.create(&pp, &hand_made("short", Some(3), user.clone()))
         .await
         .unwrap();
@@ -230,10 +233,11 @@ async fn hand_applied_agentjobs_are_kept_until_their_own_ttl() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.agentjob("default-ttl").is_some(), "a day has not passed");
     assert!(h.agentjob("forever").is_some(), "0 keeps it forever");
-    assert!(
-        h.kube.get::<Secret>(NS, "my-agent-settings").is_some(),
-        "a Secret the user made is never deleted"
-    );
+    for name in ["my-agent-settings", "short-env"] {
+        let secret = h.kube.get::<Secret>(NS, name);
+        let secret = secret.unwrap_or_else(|| panic!("the user's Secret {name} was deleted"));
+        assert!(secret.metadata.owner_references.is_none(), "{name} adopted");
+    }
     assert_eq!(
         op.metric("terarchitect_operator_agentjobs_expired_total")
             .await,
