@@ -173,7 +173,8 @@ fn write_new(path: &Path, key: &str) -> io::Result<()> {
     tmp.write_all(format!("{key}\n").as_bytes())?;
     tmp.as_file().sync_all()?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    Ok(())
+    // Make the new directory entry durable too.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
