@@ -132,6 +132,10 @@ pub struct Config {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 
+    /// The review loop: GitHub API, PR poller, webhook.
+    #[command(flatten)]
+    pub review: crate::review::ReviewArgs,
+
     /// Seconds to wait for in-flight requests on shutdown.
     #[arg(long, env = "TERARCHITECT_SHUTDOWN_GRACE_SEC", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -158,6 +162,8 @@ impl Config {
         cfg.lease_sweep_ms = 200;
         cfg.settings_cache_ms = 0;
         cfg.shutdown_grace_seconds = 2;
+        // Tests start the PR poller explicitly, against a fake GitHub.
+        cfg.review.pr_poll_sec = 0;
         cfg
     }
 

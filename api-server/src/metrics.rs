@@ -50,6 +50,8 @@ pub struct Metrics {
     claims: Family<ClaimLabels, Counter>,
     /// Jobs whose lease expired (re-queued or failed).
     pub lease_expiries: Counter,
+    /// The review loop's metrics.
+    pub review: crate::review::ReviewMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,8 +98,10 @@ impl Metrics {
             "Jobs whose lease expired",
             lease_expiries.clone(),
         );
+        let review = crate::review::ReviewMetrics::register(&mut registry);
         Self {
             registry,
+            review,
             requests,
             latency,
             queue_depth,

@@ -202,6 +202,13 @@ pub async fn start_with_db(
     let shutdown = CancellationToken::new();
     let events = JobEvents::new();
     let metrics = Arc::new(Metrics::new());
+    let review = Arc::new(crate::review::Review::new(
+        db.clone(),
+        settings.clone(),
+        events.clone(),
+        metrics.review.clone(),
+        config.review.clone(),
+    )?);
     let state = AppState {
         db: db.clone(),
         settings,
@@ -217,6 +224,7 @@ pub async fn start_with_db(
         context_cache: Arc::new(ContextCache::new(config.context_cache_bytes)),
         logs: LogWriter::start(db.clone()),
         shutdown: shutdown.clone(),
+        review: review.clone(),
     };
 
     let mut tasks = vec![tokio::spawn(queue::sweep_leases(
@@ -231,6 +239,13 @@ pub async fn start_with_db(
         tasks.push(tokio::spawn(queue::listen_for_jobs(
             pool.clone(),
             events,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(interval) = review.poll_interval() {
+        tasks.push(tokio::spawn(crate::review::poller::run(
+            review,
+            interval,
             shutdown.clone(),
         )));
     }

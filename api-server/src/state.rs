@@ -41,6 +41,8 @@ pub struct AppState {
     pub context_cache: Arc<ContextCache>,
     /// Cancelled when the server shuts down (ends long polls early).
     pub shutdown: CancellationToken,
+    /// The review loop (GitHub client, poller, webhook processing).
+    pub review: Arc<crate::review::Review>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Metrics> {

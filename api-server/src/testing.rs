@@ -284,6 +284,9 @@ pub struct TestOptions {
     /// Port to listen on (any free port when None), e.g. to restart a server on the address
     /// its clients already use.
     pub port: Option<u16>,
+    /// Review loop options (GitHub API URL, poll interval, webhook secret); the poller is off
+    /// when None.
+    pub review: Option<crate::review::ReviewArgs>,
     /// Admin tokens the non-worker endpoints require (open when empty).
     pub admin_tokens: Vec<String>,
     /// Refuse to start without an admin token.
@@ -354,6 +357,9 @@ impl TestServer {
         }
         if let Some(port) = opts.port {
             config.bind.set_port(port);
+        }
+        if let Some(review) = &opts.review {
+            config.review = review.clone();
         }
         config.admin_tokens = opts.admin_tokens.clone();
         config.require_admin_token = opts.require_admin_token;

@@ -4,11 +4,13 @@ pub mod admin_auth;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod github_webhook;
 mod memory;
 pub mod models;
 mod notes;
 mod projects;
 mod queue;
+mod review;
 mod root;
 pub mod run_scope;
 mod settings;
@@ -98,6 +100,7 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
         .merge(tickets::router())
         .merge(notes::router())
         .merge(settings::router())
+        .merge(review::router())
         .route_layer(from_fn_with_state(
             state.clone(),
             admin_auth::require_admin_auth,
@@ -165,7 +168,8 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
 /// credential (e.g. a webhook verifying its signature): to exempt a route, merge its router
 /// here. The probes, `/metrics` and `/api/openapi.json` are open too (added in [`router`]).
 fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    // The GitHub webhook authenticates deliveries by their HMAC signature.
+    OpenApiRouter::new().merge(github_webhook::router())
 }
 
 /// Liveness, as the original: always healthy while the process serves.

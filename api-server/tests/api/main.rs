@@ -6,6 +6,7 @@ mod errors;
 mod first_run;
 mod projects;
 mod queue;
+mod review;
 mod settings;
 mod startup;
 mod worker;

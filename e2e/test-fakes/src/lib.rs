@@ -6,7 +6,8 @@
 //!   request content ([`FakeLlm::set_auto`]);
 //! - [`FakeOpenCode`]: a fake `opencode serve` that makes file changes in the directory the agent
 //!   names, and can hold messages (per key, or from an index on) until released or aborted;
-//! - [`FakeGitHub`]: the pull-request and issue-comment endpoints of the GitHub REST API;
+//! - [`FakeGitHub`]: the pull-request, review and comment endpoints of the GitHub REST API, with
+//!   pagination, ETags and rate limits;
 //! - [`GitRemote`]: a local bare repository with one commit on `main`, cloned over `file://`;
 //! - [`ScriptedModel`]: a scripted OpenAI-compatible model for the worker (OpenCode's provider),
 //!   streaming, with tool calls that drive OpenCode's real tools.
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use axum::Router;
 
 pub use git::{GitRemote, git};
-pub use github::{FakeGitHub, GhState, pull_json};
+pub use github::{BOT_LOGIN, FakeGitHub, GhState, Limited, SeenRequest, gh_time, pull_json};
 pub use llm::{FakeLlm, LlmKind, LlmState, answers};
 pub use opencode::{FakeOpenCode, OcBehaviour, OcState, StartOptions, api_error, fake_work};
 pub use scripted_model::{

@@ -1,0 +1,2 @@
+//! Review loop benchmark (being written).
+fn main() {}

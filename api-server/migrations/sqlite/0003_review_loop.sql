@@ -1,0 +1,18 @@
+-- The review loop (addition): GitHub webhook deliveries already processed (idempotent
+-- redeliveries; rows older than the retention are pruned), and named leases so at most one
+-- api-server runs a background loop (the PR poller) at a time.
+CREATE TABLE github_webhook_deliveries (
+    delivery_id TEXT PRIMARY KEY NOT NULL,
+    event       TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX github_webhook_deliveries_received ON github_webhook_deliveries (received_at);
+
+CREATE TABLE background_leases (
+    name       TEXT PRIMARY KEY NOT NULL,
+    holder     TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+
+-- The poller and the webhook look up pull requests by number.
+CREATE INDEX prs_number ON prs (pr_number);
