@@ -453,7 +453,29 @@ async fn root_negotiates_json_and_html(backend: Backend) {
     srv.server.shutdown().await;
 }
 
+async fn root_is_public_with_an_admin_token(backend: Backend) {
+    let opts = TestOptions {
+        admin_tokens: vec!["admin-token-for-root".to_owned()],
+        ..TestOptions::default()
+    };
+    let srv = TestServer::start(backend, opts).await;
+    let api = Api::new(&srv);
+    let (s, _) = api.get("/api/projects").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the admin API is guarded");
+    let (s, doc) = api.get("/").await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert_eq!(doc["service"], "terarchitect-api-server");
+    let (_, openapi) = api.get("/api/openapi.json").await;
+    assert!(
+        openapi["paths"]["/"]["get"].get("security").is_none(),
+        "documented as public: {}",
+        openapi["paths"]["/"]
+    );
+    srv.server.shutdown().await;
+}
+
 on_both_backends!(
     a_malformed_key_stops_the_server,
-    root_negotiates_json_and_html
+    root_negotiates_json_and_html,
+    root_is_public_with_an_admin_token
 );
