@@ -77,7 +77,7 @@ run_block() {
 
 check_key_file() {
   local key=$1/terarchitect.db.secret-key
-  [ "$(stat -c %a "$key")" = 600 ] || { echo "$key is not mode 600" >&2; exit 1; }
+  [ "$(ls -l "$key" | cut -c1-10)" = "-rw-------" ] || { echo "$key is not mode 600" >&2; exit 1; }
   grep -Eq '^[0-9a-f]{64}$' "$key" || { echo "$key does not hold a 64-hex key" >&2; exit 1; }
 }
 
