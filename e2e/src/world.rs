@@ -9,7 +9,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::CustomResourceExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use terarchitect_api_server::review::ReviewArgs;
 use terarchitect_api_server::server::RunningServer;
+use terarchitect_api_server::state::AppState;
 use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
 use terarchitect_fake_apiserver::{
     Cluster, FakeApiServer, JobController, JobControllerConfig, RequestMatcher, Verb,
@@ -28,6 +30,8 @@ use crate::{eventually, metric_sum};
 pub const NS: &str = "agents";
 /// Bearer token of the worker API (the api-server requires it).
 pub const WORKER_TOKEN: &str = "wk-e2e-3f9a7c1d5b";
+/// Secret of the api-server's GitHub webhook (`POST /api/github/webhook`).
+pub const WEBHOOK_SECRET: &str = "whsec-e2e-5d1c9e";
 /// GitHub token stored in the settings (reaches agents through the claim's Secret).
 pub const GH_TOKEN: &str = "ghp_e2eSecretToken_0123456789";
 /// Director LLM key stored in the settings.
@@ -309,6 +313,15 @@ impl World {
         let api_opts = TestOptions::default()
             .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
             .env("TERARCHITECT_WORKER_API_KEY", WORKER_TOKEN);
+        // The review loop talks to the fake GitHub; the poller runs when a test asks.
+        let api_opts = TestOptions {
+            review: Some(ReviewArgs {
+                github_api_url: gh.url.clone(),
+                github_webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
+                ..ReviewArgs::default()
+            }),
+            ..api_opts
+        };
         let server = TestServer::start(opts.backend, api_opts.clone()).await;
         let api_opts = TestOptions {
             port: Some(server.server.addr.port()),
@@ -518,6 +531,14 @@ impl World {
         let server = TestServer::start_on(&self.db_url, &self.api_opts).await;
         assert_eq!(server.url(), self.api.base, "restarted on the same address");
         self.api_server = Some(ApiInstance::Restarted(server));
+    }
+
+    /// The running api-server's state (its database, its review loop).
+    pub fn api_state(&self) -> &AppState {
+        match self.api_server.as_ref().expect("the api-server runs") {
+            ApiInstance::First(server) => &server.server.state,
+            ApiInstance::Restarted(server) => &server.state,
+        }
     }
 
     // ---- agents ------------------------------------------------------------------------

@@ -461,7 +461,10 @@ mod tests {
             full_page_successor("http://g/x?per_page=100&page=4", &full).as_deref(),
             Some("http://g/x?per_page=100&page=5")
         );
-        assert_eq!(full_page_successor("http://g/x", &Value::Array(vec![])), None);
+        assert_eq!(
+            full_page_successor("http://g/x", &Value::Array(vec![])),
+            None
+        );
     }
 
     #[test]
