@@ -30,6 +30,9 @@ use crate::{eventually, metric_sum};
 pub const NS: &str = "agents";
 /// Bearer token of the worker API (the api-server requires it).
 pub const WORKER_TOKEN: &str = "wk-e2e-3f9a7c1d5b";
+/// Admin token of the api-server: every non-worker endpoint requires it, and the operator
+/// reads the settings with it (the whole flow runs contained, as the chart installs it).
+pub const ADMIN_TOKEN: &str = "adm-e2e-7c44b0a2e9";
 /// Secret of the api-server's GitHub webhook (`POST /api/github/webhook`).
 pub const WEBHOOK_SECRET: &str = "whsec-e2e-5d1c9e";
 /// GitHub token stored in the settings (reaches agents through the claim's Secret).
@@ -141,17 +144,23 @@ impl ApiClient {
         }
     }
 
-    /// Sends a request (with the worker token); returns status and JSON body (null if none).
+    /// Sends a request (the worker token to worker endpoints, the admin token to the others);
+    /// returns status and JSON body (null if none).
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let token = if worker_route(&method, path) {
+            WORKER_TOKEN
+        } else {
+            ADMIN_TOKEN
+        };
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(WORKER_TOKEN);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -225,6 +234,19 @@ impl ApiClient {
             .await
             .expect("reading the api-server's metrics")
     }
+}
+
+/// Whether `method path` belongs to the worker API (worker key or run token) rather than the
+/// admin API (the api-server's `worker`, `queue` and `memory` routers).
+pub fn worker_route(method: &Method, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let ends = |suffixes: &[&str]| suffixes.iter().any(|s| path.ends_with(s));
+    path.starts_with("/api/worker/")
+        || path.contains("/memory/")
+        || (*method == Method::GET && ends(&["/worker-context", "/cancel-requested"]))
+        || (*method == Method::POST
+            && path.contains("/tickets/")
+            && ends(&["/logs", "/complete", "/review-jobs"]))
 }
 
 /// Lets a gated container finish (dropping it does too).
@@ -310,9 +332,13 @@ impl World {
             FakeGitHub::start()
         );
 
-        let api_opts = TestOptions::default()
-            .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
-            .env("TERARCHITECT_WORKER_API_KEY", WORKER_TOKEN);
+        let api_opts = TestOptions {
+            admin_tokens: vec![ADMIN_TOKEN.to_owned()],
+            require_admin_token: true,
+            ..TestOptions::default()
+        }
+        .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
+        .env("TERARCHITECT_WORKER_API_KEY", WORKER_TOKEN);
         // The review loop talks to the fake GitHub; the poller runs when a test asks.
         let api_opts = TestOptions {
             review: Some(ReviewArgs {
@@ -409,6 +435,7 @@ impl World {
             ("KUBECONFIG", kubeconfig.to_string_lossy().as_ref()),
             ("TERARCHITECT_API_URL", api.base.as_str()),
             ("TERARCHITECT_WORKER_API_KEY", WORKER_TOKEN),
+            ("TERARCHITECT_ADMIN_TOKEN", ADMIN_TOKEN),
             ("MAX_CONCURRENT_AGENTS", "1"),
             ("POLL_INTERVAL_SEC", "0.2"),
             ("CLAIM_WAIT_SEC", "2"),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use terarchitect_api_server::testing::Backend;
@@ -121,7 +122,18 @@ async fn ticket_to_pull_request(backend: Backend) {
     // Secrets reached the agent through the claim's Secret, never in the Job spec.
     let env = &w.runner.stats.envs_of(&ticket.to_string())[0];
     assert_eq!(env["GITHUB_TOKEN"], GH_TOKEN);
-    assert_eq!(env["TERARCHITECT_WORKER_API_KEY"], WORKER_TOKEN);
+    // The agent held its run's token, never the operator's worker key, and its Secret is gone
+    // now that the outcome is reported.
+    let run_token = &env["TERARCHITECT_WORKER_API_KEY"];
+    assert!(!run_token.is_empty() && run_token != WORKER_TOKEN);
+    let secret = format!("{}-env", agentjob_name(queued.job_id));
+    let gone = w
+        .k8s
+        .wait_for(TIMEOUT, |c| {
+            c.get::<Secret>(NS, &secret).is_none().then_some(())
+        })
+        .await;
+    assert!(gone.is_some(), "{secret} remains after the report");
     assert_eq!(env["AGENT_API_KEY"], AGENT_KEY);
     assert_eq!(env["JOB_ID"], queued.job_id.to_string());
     assert_eq!(env["JOB_KIND"], "ticket");
