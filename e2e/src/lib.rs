@@ -12,12 +12,16 @@
 //!   an OpenCode server that writes files and can hold a turn, a GitHub API and a local bare
 //!   repository (`file://`) as the remote.
 //!
+//! [`real_opencode`] is the world of the suite that runs the agent against the real `opencode
+//! serve` with a scripted worker model.
+//!
 //! The executables are built (once per test process) by [`binaries()`]. See `e2e/README.md` for
 //! the scenarios and how to run them.
 
 pub mod agents;
 pub mod binaries;
 pub mod process;
+pub mod real_opencode;
 pub mod world;
 
 use std::future::Future;

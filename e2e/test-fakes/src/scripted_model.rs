@@ -210,6 +210,14 @@ impl ModelCall {
             .collect()
     }
 
+    /// The working directory OpenCode tells the model about (`Working directory: ...` in its
+    /// system prompt), i.e. the session's directory.
+    pub fn working_directory(&self) -> Option<String> {
+        let system = self.system();
+        let rest = &system[system.find("Working directory: ")? + "Working directory: ".len()..];
+        Some(rest.lines().next()?.trim().to_owned())
+    }
+
     fn system(&self) -> String {
         self.messages()
             .iter()
@@ -484,7 +492,7 @@ mod tests {
     #[test]
     fn turns_steps_and_rules() {
         let first = call(json!([
-            {"role": "system", "content": "You are opencode"},
+            {"role": "system", "content": "You are opencode\n<env>\n  Working directory: /w/ws\n  Platform: linux\n</env>"},
             {"role": "user", "content": "Research the code"},
             {"role": "assistant", "content": "found it"},
             {"role": "user", "content": [{"type": "text", "text": "Add the greet() function"}]},
@@ -494,6 +502,7 @@ mod tests {
             (2, 0, "Add the greet() function")
         );
         assert_eq!(first.tools(), ["write"]);
+        assert_eq!(first.working_directory().as_deref(), Some("/w/ws"));
         let mut second = first.clone();
         let msgs = second.body["messages"].as_array_mut().unwrap();
         msgs.push(json!({"role": "assistant", "content": "", "tool_calls": [{"id": "c1"}]}));
