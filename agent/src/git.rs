@@ -6,7 +6,10 @@
 //!
 //! git runs with the allowlisted environment of [`crate::sandbox`] (no agent secret) and with
 //! hooks and fsmonitor turned off: the worker can write `.git/hooks`, and a hook run by the
-//! agent's own `git push` would otherwise see the token header.
+//! agent's own `git push` would otherwise see the token header. Only the network commands
+//! (clone, ls-remote, fetch, push) get the header, with no global or system git config, and
+//! only after the repository's own config was checked for settings that could send git
+//! traffic elsewhere ([`risky_config_key`]), which the worker could have written.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -97,6 +100,32 @@ impl GitAuth {
     }
 }
 
+/// Whether a repository-local git config key could route the agent's authenticated git traffic
+/// somewhere else or run a program during it (proxies, TLS settings, URL rewrites, credential
+/// helpers, transport commands).
+pub fn risky_config_key(key: &str) -> bool {
+    let k = key.to_lowercase();
+    const PREFIXES: [&str; 5] = ["http.", "url.", "credential.", "protocol.", "include"];
+    const CORE: [&str; 5] = [
+        "core.sshcommand",
+        "core.gitproxy",
+        "core.askpass",
+        "core.hookspath",
+        "core.fsmonitor",
+    ];
+    const REMOTE: [&str; 6] = [
+        ".proxy",
+        ".pushurl",
+        ".receivepack",
+        ".uploadpack",
+        ".vcs",
+        ".proxyauthmethod",
+    ];
+    PREFIXES.iter().any(|p| k.starts_with(p))
+        || CORE.contains(&k.as_str())
+        || (k.starts_with("remote.") && REMOTE.iter().any(|s| k.ends_with(s)))
+}
+
 /// The author and committer identity of the agent's commits.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -146,6 +175,10 @@ async fn run_git(
         .env_remove("SSH_ASKPASS");
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
+    }
+    if !auth.env().is_empty() {
+        // Authenticated: the agent's own settings only (the worker can write ~/.gitconfig).
+        cmd.env("GIT_CONFIG_GLOBAL", "/dev/null");
     }
     for (k, v) in auth.env() {
         cmd.env(k, v);
@@ -229,16 +262,54 @@ impl Repo {
         &self.dir
     }
 
+    /// A local git command: no credentials.
     async fn git(&self, args: &[&str], timeout: Duration) -> Result<String, GitError> {
         run_git(
             Some(&self.dir),
             args,
-            &self.auth,
+            &GitAuth::default(),
             Some(&self.identity),
             timeout,
             &self.redactor,
         )
         .await
+    }
+
+    /// A network git command with the token header, after [`Repo::check_config`].
+    async fn git_network(&self, args: &[&str]) -> Result<String, GitError> {
+        if !self.auth.env().is_empty() {
+            self.check_config().await?;
+        }
+        run_git(
+            Some(&self.dir),
+            args,
+            &self.auth,
+            Some(&self.identity),
+            NETWORK,
+            &self.redactor,
+        )
+        .await
+    }
+
+    /// Fails when the repository's config (includes followed) holds a [`risky_config_key`].
+    pub async fn check_config(&self) -> Result<(), GitError> {
+        let keys = self
+            .git(
+                &["config", "--local", "--includes", "--list", "--name-only"],
+                LOCAL,
+            )
+            .await?;
+        let risky: Vec<&str> = keys.lines().filter(|k| risky_config_key(k)).collect();
+        if risky.is_empty() {
+            return Ok(());
+        }
+        Err(GitError::Failed {
+            command: "config".into(),
+            message: format!(
+                "refusing to use the GitHub token: the repository's git config sets {} (written during the run?), which could send it elsewhere",
+                risky.join(", ")
+            ),
+        })
     }
 
     /// The checked-out branch.
@@ -286,30 +357,24 @@ impl Repo {
     /// Whether `branch` exists on `origin`.
     pub async fn remote_branch_exists(&self, branch: &str) -> Result<bool, GitError> {
         let out = self
-            .git(
-                &[
-                    "ls-remote",
-                    "--heads",
-                    "origin",
-                    &format!("refs/heads/{branch}"),
-                ],
-                NETWORK,
-            )
+            .git_network(&[
+                "ls-remote",
+                "--heads",
+                "origin",
+                &format!("refs/heads/{branch}"),
+            ])
             .await?;
         Ok(!out.trim().is_empty())
     }
 
     /// Fetches `branch` from `origin` into `refs/remotes/origin/<branch>`.
     pub async fn fetch_branch(&self, branch: &str) -> Result<(), GitError> {
-        self.git(
-            &[
-                "fetch",
-                "--no-tags",
-                "origin",
-                &format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"),
-            ],
-            NETWORK,
-        )
+        self.git_network(&[
+            "fetch",
+            "--no-tags",
+            "origin",
+            &format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"),
+        ])
         .await
         .map(drop)
     }
@@ -415,12 +480,9 @@ impl Repo {
 
     /// Pushes `HEAD` to `refs/heads/<branch>` on `origin` (never forced).
     pub async fn push(&self, branch: &str) -> Result<(), GitError> {
-        self.git(
-            &["push", "origin", &format!("HEAD:refs/heads/{branch}")],
-            NETWORK,
-        )
-        .await
-        .map(drop)
+        self.git_network(&["push", "origin", &format!("HEAD:refs/heads/{branch}")])
+            .await
+            .map(drop)
     }
 }
 
@@ -448,5 +510,70 @@ mod tests {
         assert_eq!(f.env()[1].1, "http.extraHeader");
         assert!(GitAuth::new("https://x/y", None).env().is_empty());
         assert!(!format!("{a:?}").contains("ghp"));
+    }
+
+    #[test]
+    fn risky_config_keys() {
+        for k in [
+            "http.sslVerify",
+            "http.https://github.com/.proxy",
+            "url.https://evil/.insteadOf",
+            "credential.helper",
+            "include.path",
+            "includeIf.gitdir:/.path",
+            "core.sshCommand",
+            "remote.origin.pushurl",
+            "remote.origin.receivepack",
+            "protocol.ext.allow",
+        ] {
+            assert!(risky_config_key(k), "{k}");
+        }
+        for k in [
+            "core.bare",
+            "remote.origin.url",
+            "remote.origin.fetch",
+            "branch.main.remote",
+            "user.name",
+        ] {
+            assert!(!risky_config_key(k), "{k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repository_config_that_could_redirect_the_token_stops_network_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Redactor::default();
+        run_git(
+            Some(dir.path()),
+            &["init", "-q"],
+            &GitAuth::default(),
+            None,
+            LOCAL,
+            &r,
+        )
+        .await
+        .unwrap();
+        let token = Secret::new("ghp_tok123456");
+        let identity = Identity {
+            name: "a".into(),
+            email: "a@b".into(),
+        };
+        let repo = Repo::open(
+            dir.path(),
+            GitAuth::new("https://github.com/acme/shop.git", Some(&token)),
+            identity,
+            r,
+        )
+        .await
+        .unwrap();
+        repo.check_config().await.unwrap();
+        repo.git(&["config", "http.sslVerify", "false"], LOCAL)
+            .await
+            .unwrap();
+        let err = repo.push("main").await.unwrap_err().to_string();
+        assert!(
+            err.contains("refusing to use the GitHub token") && err.contains("http.sslverify"),
+            "{err}"
+        );
     }
 }

@@ -929,9 +929,29 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
     h.set_env("AGENT_API_KEY", AGENT_KEY);
     h.set_env("WORKER_API_KEY", WORKER_KEY);
     h.set_env("JOB_KIND", "ticket");
+    let tmp = h.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    h.set_env("TMPDIR", tmp.to_str().unwrap());
     let (code, stderr) = h.run_binary(&["entrypoint"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(h.gh.pulls().len(), 1);
+
+    // Nothing secret was written under $HOME or $TMPDIR (git credentials, OpenCode's config
+    // and log, traces, the work tree).
+    let mut files = vec![h.dir.path().to_owned()];
+    let mut scanned = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            scanned += 1;
+            let text = String::from_utf8_lossy(&bytes);
+            for s in SECRETS {
+                assert!(!text.contains(s), "{s} written to {}", p.display());
+            }
+        }
+    }
+    assert!(scanned > 10, "{scanned} files scanned");
 
     // Start-up: from the process start to the first session, not 10 s per unanswered probe.
     let t = std::fs::read_to_string(&times).unwrap();

@@ -604,6 +604,12 @@ mod tests {
     }
 
     #[test]
+    fn the_image_pins_the_tested_version() {
+        let dockerfile = include_str!("../../../Dockerfile.agent");
+        assert!(dockerfile.contains(&format!("ARG OPENCODE_VERSION={TESTED_OPENCODE_VERSION}\n")));
+    }
+
+    #[test]
     fn versions_and_logged_causes() {
         assert_eq!(version_warning(Some(TESTED_OPENCODE_VERSION)), None);
         assert!(version_warning(Some("1.2.3")).unwrap().contains("1.2.3"));
