@@ -144,7 +144,7 @@ sqlite
 
 {{/* Whether the chart's own Secret has any key (non-empty output = yes). */}}
 {{- define "terarchitect.secretNeeded" -}}
-{{- if or (not .Values.workerApiKey.existingSecret) (not .Values.adminToken.existingSecret) (not .Values.secretKey.existingSecret) (and .Values.githubToken.value (not .Values.githubToken.existingSecret)) (and .Values.database.url (not .Values.postgresql.enabled)) -}}
+{{- if or (not .Values.workerApiKey.existingSecret) (not .Values.adminToken.existingSecret) (not .Values.secretKey.existingSecret) (and .Values.githubToken.value (not .Values.githubToken.existingSecret)) (and .Values.githubWebhook.value (not .Values.githubWebhook.existingSecret)) (and .Values.database.url (not .Values.postgresql.enabled)) -}}
 true
 {{- end -}}
 {{- end }}
@@ -183,7 +183,7 @@ given as a value, or a referenced Secret's name, changes. Generated values are k
 upgrades, so they do not change it. Changes inside Secrets you manage need a manual
 `kubectl rollout restart`. */}}
 {{- define "terarchitect.secretChecksum" -}}
-{{- $creds := dict "workerApiKey" .Values.workerApiKey "adminToken" .Values.adminToken "githubToken" .Values.githubToken "secretKey" .Values.secretKey "database" (omit .Values.database "sqlite") "postgresql" .Values.postgresql.auth "postgresqlEnabled" .Values.postgresql.enabled -}}
+{{- $creds := dict "workerApiKey" .Values.workerApiKey "adminToken" .Values.adminToken "githubToken" .Values.githubToken "githubWebhook" .Values.githubWebhook "secretKey" .Values.secretKey "database" (omit .Values.database "sqlite") "postgresql" .Values.postgresql.auth "postgresqlEnabled" .Values.postgresql.enabled -}}
 {{- toJson $creds | sha256sum }}
 {{- end }}
 
@@ -243,7 +243,7 @@ Checks that the schema cannot express
 {{- if and (eq $mode "sqlite") (gt (int .Values.apiServer.replicaCount) 1) }}
 {{- fail "apiServer.replicaCount > 1 needs PostgreSQL: SQLite (the default when neither database.url, database.existingSecret nor postgresql.enabled is set) is a single file owned by one replica" }}
 {{- end }}
-{{- range $name := list "workerApiKey" "adminToken" "githubToken" "secretKey" }}
+{{- range $name := list "workerApiKey" "adminToken" "githubToken" "githubWebhook" "secretKey" }}
 {{- $cred := index $.Values $name }}
 {{- if and $cred.value $cred.existingSecret }}
 {{- fail (printf "%s: set %s.value or %s.existingSecret, not both" $name $name $name) }}
