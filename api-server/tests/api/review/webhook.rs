@@ -338,7 +338,37 @@ async fn other_repositories_and_tickets_are_ignored(backend: Backend) {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
+async fn the_webhook_is_exempt_from_admin_auth(backend: Backend) {
+    let gh = terarchitect_test_fakes::FakeGitHub::start().await;
+    let srv = TestServer::start(
+        backend,
+        TestOptions {
+            admin_tokens: vec!["adm-review-1".into()],
+            review: Some(terarchitect_api_server::review::ReviewArgs {
+                github_api_url: gh.url.clone(),
+                github_webhook_secret: Some(SECRET.into()),
+                ..Default::default()
+            }),
+            ..ready_options()
+        },
+    )
+    .await;
+    let (s, v) = deliver(&srv.url(), Some(SECRET), "ping", "p-1", &json!({})).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"message": "pong"})));
+    // The review endpoints are admin endpoints.
+    let api = Api::new(&srv);
+    let path = format!("/api/projects/{}/review", uuid::Uuid::new_v4());
+    let (s, _) = api.get(&path).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = api.with_token("adm-review-1").get(&path).await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::NOT_FOUND, json!({"error": "Project not found"}))
+    );
+}
+
 on_both_backends!(
+    the_webhook_is_exempt_from_admin_auth,
     a_reviewer_comment_enqueues_a_review_job,
     signatures_are_checked,
     merges_and_approvals_finish_tickets,
