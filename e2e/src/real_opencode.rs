@@ -46,6 +46,16 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Says why the suite is skipped, once per process, on the real stderr (the test harness
+/// captures `eprintln!` of passing tests).
+fn skipped(why: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED (real OpenCode): {why}");
+    });
+}
+
 /// The `opencode` executable to test with: `OPENCODE_BIN`, else the one
 /// `scripts/install-opencode.sh` installed. `None` (after printing why, loudly) only when it is
 /// missing and the installer left its failure marker, or outside CI.
@@ -63,10 +73,10 @@ pub fn opencode_bin() -> Option<PathBuf> {
         let marker = root.join(INSTALL_FAILED_MARKER);
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         if let Ok(reason) = std::fs::read_to_string(&marker) {
-            eprintln!(
-                "SKIPPED: the real-OpenCode suite needs opencode-ai@{OPENCODE_VERSION}, which could not be installed: {}",
+            skipped(&format!(
+                "the real-OpenCode suite needs opencode-ai@{OPENCODE_VERSION}, which could not be installed: {}",
                 reason.trim()
-            );
+            ));
             return None;
         }
         assert!(
@@ -75,10 +85,10 @@ pub fn opencode_bin() -> Option<PathBuf> {
              run scripts/install-opencode.sh or set OPENCODE_BIN",
             bin.display()
         );
-        eprintln!(
-            "SKIPPED: {} does not exist; run scripts/install-opencode.sh (or set OPENCODE_BIN) to run the real-OpenCode suite",
+        skipped(&format!(
+            "{} does not exist; run scripts/install-opencode.sh (or set OPENCODE_BIN) to run the real-OpenCode suite",
             bin.display()
-        );
+        ));
         return None;
     }
     let out = std::process::Command::new(&bin)
