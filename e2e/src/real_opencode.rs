@@ -262,9 +262,20 @@ impl Api {
 pub struct RunOptions {
     /// Extra agent environment.
     pub env: Vec<(String, String)>,
+    /// Leave out the claim's `agent_env` (as an agent started by hand, with the worker key,
+    /// whose settings come from worker-context alone).
+    pub by_hand: bool,
 }
 
 impl RunOptions {
+    /// An agent started by hand (see [`RunOptions::by_hand`]).
+    pub fn by_hand() -> Self {
+        Self {
+            by_hand: true,
+            ..Self::default()
+        }
+    }
+
     /// Sets an agent environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
@@ -489,10 +500,11 @@ impl RealWorld {
             .as_object()
             .into_iter()
             .flatten()
+            .filter(|_| !opts.by_hand)
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
             .collect();
         // As the operator: the run token replaces the worker key.
-        if let Some(t) = &run_token {
+        if let (Some(t), false) = (&run_token, opts.by_hand) {
             env.insert("TERARCHITECT_WORKER_API_KEY".into(), t.clone());
         } else {
             env.insert(

@@ -163,6 +163,9 @@ async fn model_failure_ends_the_run(mut w: RealWorld, reply: Reply, message: &st
     let last = logs.last().expect("a final log entry");
     assert_eq!(last["step"], "worker_unavailable", "{logs:?}");
     assert!(last.to_string().contains(message), "{last}");
+    // The tail of OpenCode's own log comes with it.
+    let raw = last["raw_output"].as_str().unwrap_or_default();
+    assert!(raw.contains("level=") && raw.contains("message="), "{last}");
     assert!(w.gh.pulls().is_empty());
     run
 }
@@ -323,6 +326,77 @@ fn f_basic_auth_protects_opencode_serve() {
         assert_eq!(right.status(), StatusCode::OK);
         let run = run.wait().await;
         assert_pull_request(&w, ticket, &run).await;
+    });
+}
+
+#[test]
+fn f2_a_wrong_opencode_password_is_reported_as_such() {
+    scenario(|mut w| async move {
+        // An `opencode serve` already running (OPENCODE_SERVER_URL), with another password.
+        let port = terarchitect_test_fakes::closed_port();
+        let home = w.dir.path().join("oc-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut server = tokio::process::Command::new(&w.opencode)
+            .args([
+                "serve",
+                "--port",
+                &port.to_string(),
+                "--hostname",
+                "127.0.0.1",
+            ])
+            .env("HOME", &home)
+            .env("OPENCODE_SERVER_PASSWORD", &w.secrets.opencode_password)
+            .current_dir(&home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting opencode serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        terarchitect_e2e::eventually("opencode serve to answer", Duration::from_secs(60), || {
+            let health = format!("{url}/global/health");
+            let http = http.clone();
+            async move {
+                let r = http
+                    .get(health)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+                r.ok().map(|_| ())
+            }
+        })
+        .await;
+        let ticket = w.create_ticket("Greeting").await;
+        let opts = RunOptions::default()
+            .env("OPENCODE_SERVER_URL", &url)
+            .env("OPENCODE_SERVER_PASSWORD", "not-the-password");
+        let run = w.run(ticket, opts).await;
+        let _ = server.kill().await;
+        assert_eq!(run.code, 9, "{}", run.describe());
+        assert!(
+            run.termination.contains("401")
+                && !run.termination.contains("Is opencode serve running"),
+            "{}",
+            run.describe()
+        );
+        assert!(w.model.calls().is_empty());
+    });
+}
+
+#[test]
+fn i_an_agent_started_by_hand_takes_worker_mode_from_the_settings() {
+    scenario(|mut w| async move {
+        // No claim environment: WORKER_MODE=opencode, the models and keys come from
+        // worker-context's agent_settings only.
+        w.model.on_prompt(
+            EXECUTION,
+            vec![write_greet(), Reply::text("Added greet().")],
+        );
+        let ticket = w.create_ticket("Greeting").await;
+        let run = w.run(ticket, RunOptions::by_hand()).await;
+        assert_pull_request(&w, ticket, &run).await;
+        assert!(!w.model.calls().is_empty(), "the worker was OpenCode");
     });
 }
 
