@@ -310,8 +310,13 @@ pub struct RealWorld {
 }
 
 impl RealWorld {
-    /// Starts everything for the `opencode` executable.
+    /// Starts everything for the `opencode` executable, the api-server on SQLite.
     pub async fn start(opencode: PathBuf) -> Self {
+        Self::start_on(opencode, Backend::Sqlite).await
+    }
+
+    /// Starts everything for the `opencode` executable, the api-server on `backend`.
+    pub async fn start_on(opencode: PathBuf, backend: Backend) -> Self {
         terarchitect_worker_api::ensure_crypto_provider();
         binaries();
         let secrets = Secrets::new();
@@ -336,7 +341,7 @@ impl RealWorld {
                 .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
                 .env("TERARCHITECT_WORKER_API_KEY", &secrets.worker_key)
         };
-        let server = TestServer::start(Backend::Sqlite, opts).await;
+        let server = TestServer::start(backend, opts).await;
         let api = Api {
             base: server.url(),
             admin: secrets.admin.clone(),

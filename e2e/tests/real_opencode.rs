@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use terarchitect_api_server::testing::Backend;
 use terarchitect_e2e::real_opencode::{Finished, RealWorld, RunOptions, leaks, opencode_bin};
 use terarchitect_test_fakes::{LlmKind, ModelCall, ModelKind, Reply, answers};
 
@@ -30,6 +31,15 @@ static FREED: Condvar = Condvar::new();
 /// Runs one scenario on its own runtime, at most [`PARALLEL`] at once; skips (loudly) when
 /// OpenCode is not installed.
 fn scenario<F, Fut>(f: F)
+where
+    F: FnOnce(RealWorld) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    scenario_on(Backend::Sqlite, f);
+}
+
+/// [`scenario`] with the api-server on `backend`.
+fn scenario_on<F, Fut>(backend: Backend, f: F)
 where
     F: FnOnce(RealWorld) -> Fut,
     Fut: Future<Output = ()>,
@@ -56,7 +66,7 @@ where
         .build()
         .expect("a runtime")
         .block_on(async move {
-            let world = RealWorld::start(bin).await;
+            let world = RealWorld::start_on(bin, backend).await;
             f(world).await;
         });
 }
@@ -430,125 +440,133 @@ fn attack_codes(result: &str) -> Vec<(u32, u16, u16)> {
 
 #[test]
 fn h_containment_the_worker_reaches_no_secret_and_no_other_run() {
-    scenario(|mut w| async move {
-        // Another project's queued job: a stolen claim would take it.
-        let other = RealWorld::create_project(&w.api, &w.git.url()).await;
-        let bait = w.create_ticket_in(other, "Bait").await;
-        w.move_ticket(other, bait, "in_progress").await;
-        let attack = attack_command(&w.api.base);
-        w.model.on_prompt(
-            RESEARCH,
-            vec![
-                Reply::tool(
-                    "bash",
-                    json!({"command": attack, "timeout": 110000,
-                    "description": "Collect credentials"}),
-                ),
-                // Everything found goes into the worker's answer (and so to the Director).
-                Reply::dynamic(|c: &ModelCall| {
-                    Reply::text(format!(
-                        "Here is what I found:\n{}",
-                        c.last_tool_result().unwrap_or_default()
-                    ))
-                }),
-            ],
-        );
-        w.model.on_prompt(
-            EXECUTION,
-            vec![write_greet(), Reply::text("Added greet().")],
-        );
-        let ticket = w.create_ticket("Greeting").await;
-        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "120");
-        let run = w.run(ticket, opts).await;
+    scenario(containment);
+}
 
-        // The attack ran and its result reached the model.
-        let result = turn_calls(&w, RESEARCH)
-            .into_iter()
-            .find_map(|c| c.last_tool_result())
-            .unwrap_or_else(|| {
-                panic!(
-                    "the attack's result never reached the model; {}",
-                    run.describe()
-                )
-            });
-        assert!(result.contains("ATTACK bytes="), "{result}");
-        let attack_out = ["own", "tmp"]
-            .map(|f| {
-                let bytes = std::fs::read(run.root.join(format!("tmp/attack.{f}")))
-                    .expect("the attack wrote what it read");
-                String::from_utf8_lossy(&bytes).into_owned()
-            })
-            .join("\n");
+#[test]
+fn h_containment_on_postgres() {
+    scenario_on(Backend::Postgres, containment);
+}
 
-        // Nothing sensitive in what the worker could read, nor in anything either model got.
-        let token = run.run_token.clone().unwrap_or_default();
-        let mut secrets = w.secrets.all();
-        secrets.push(("run token", &token));
-        let director = w
-            .llm
-            .requests()
-            .iter()
-            .map(|(_, b)| b.to_string())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let logs = serde_json::to_string(&w.logs(ticket).await).unwrap();
-        for (what, text) in [
-            ("what the worker could read", &attack_out),
-            ("the worker model's requests", &w.model.transcript()),
-            ("the Director's requests", &director),
-            ("the ticket's logs", &logs),
-        ] {
-            assert_eq!(
-                leaks(text, &secrets),
-                Vec::<&str>::new(),
-                "secrets in {what}"
-            );
-        }
-        assert!(
-            run.run_token.is_some(),
-            "the claim minted no run token: the agent holds the global worker key"
-        );
+/// Issue 9's scenario: see `e2e/README.md`.
+async fn containment(mut w: RealWorld) {
+    // Another project's queued job: a stolen claim would take it.
+    let other = RealWorld::create_project(&w.api, &w.git.url()).await;
+    let bait = w.create_ticket_in(other, "Bait").await;
+    w.move_ticket(other, bait, "in_progress").await;
+    let attack = attack_command(&w.api.base);
+    w.model.on_prompt(
+        RESEARCH,
+        vec![
+            Reply::tool(
+                "bash",
+                json!({"command": attack, "timeout": 110000,
+                "description": "Collect credentials"}),
+            ),
+            // Everything found goes into the worker's answer (and so to the Director).
+            Reply::dynamic(|c: &ModelCall| {
+                Reply::text(format!(
+                    "Here is what I found:\n{}",
+                    c.last_tool_result().unwrap_or_default()
+                ))
+            }),
+        ],
+    );
+    w.model.on_prompt(
+        EXECUTION,
+        vec![write_greet(), Reply::text("Added greet().")],
+    );
+    let ticket = w.create_ticket("Greeting").await;
+    let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "120");
+    let run = w.run(ticket, opts).await;
 
-        // Every call was refused.
-        let codes = attack_codes(&result);
-        assert!(!codes.is_empty(), "{result}");
-        for (n, settings, claim) in &codes {
-            assert!(
-                matches!(settings, 401 | 403) && matches!(claim, 401 | 403),
-                "{n} attempt(s) got settings={settings} claim={claim}; all: {codes:?}"
-            );
-        }
-        let s = w.api.admin(Method::GET, "/api/settings", None).await;
-        assert_eq!(s["AGENT_LLM_URL"], json!(w.llm.url), "{s}");
-        assert_eq!(s["WORKER_LLM_URL"], json!(w.model.url), "{s}");
-        let jobs = w
-            .api
-            .admin(
-                Method::GET,
-                &format!("/api/projects/{other}/tickets/{bait}/jobs"),
-                None,
+    // The attack ran and its result reached the model.
+    let result = turn_calls(&w, RESEARCH)
+        .into_iter()
+        .find_map(|c| c.last_tool_result())
+        .unwrap_or_else(|| {
+            panic!(
+                "the attack's result never reached the model; {}",
+                run.describe()
             )
-            .await;
-        assert_eq!(jobs[0]["status"], "pending", "{jobs}");
-        // Even the run token itself opens neither.
-        if let Some(t) = &run.run_token {
-            for (method, path, body) in [
-                (
-                    Method::PUT,
-                    "/api/settings",
-                    json!({"AGENT_LLM_URL": "http://127.0.0.1:9/x"}),
-                ),
-                (Method::POST, "/api/worker/jobs/start", json!({})),
-            ] {
-                let (status, v) = w.api.call(Some(t), method, path, Some(body)).await;
-                assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {v}");
-            }
-        }
+        });
+    assert!(result.contains("ATTACK bytes="), "{result}");
+    let attack_out = ["own", "tmp"]
+        .map(|f| {
+            let bytes = std::fs::read(run.root.join(format!("tmp/attack.{f}")))
+                .expect("the attack wrote what it read");
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+        .join("\n");
 
-        // The run still opens its pull request.
-        assert_pull_request(&w, ticket, &run).await;
-        assert!(w.llm.count(LlmKind::PrDescription) >= 1);
-    });
+    // Nothing sensitive in what the worker could read, nor in anything either model got.
+    let token = run.run_token.clone().unwrap_or_default();
+    let mut secrets = w.secrets.all();
+    secrets.push(("run token", &token));
+    let director = w
+        .llm
+        .requests()
+        .iter()
+        .map(|(_, b)| b.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let logs = serde_json::to_string(&w.logs(ticket).await).unwrap();
+    for (what, text) in [
+        ("what the worker could read", &attack_out),
+        ("the worker model's requests", &w.model.transcript()),
+        ("the Director's requests", &director),
+        ("the ticket's logs", &logs),
+    ] {
+        assert_eq!(
+            leaks(text, &secrets),
+            Vec::<&str>::new(),
+            "secrets in {what}"
+        );
+    }
+    assert!(
+        run.run_token.is_some(),
+        "the claim minted no run token: the agent holds the global worker key"
+    );
+
+    // Every call was refused.
+    let codes = attack_codes(&result);
+    assert!(!codes.is_empty(), "{result}");
+    for (n, settings, claim) in &codes {
+        assert!(
+            matches!(settings, 401 | 403) && matches!(claim, 401 | 403),
+            "{n} attempt(s) got settings={settings} claim={claim}; all: {codes:?}"
+        );
+    }
+    let s = w.api.admin(Method::GET, "/api/settings", None).await;
+    assert_eq!(s["AGENT_LLM_URL"], json!(w.llm.url), "{s}");
+    assert_eq!(s["WORKER_LLM_URL"], json!(w.model.url), "{s}");
+    let jobs = w
+        .api
+        .admin(
+            Method::GET,
+            &format!("/api/projects/{other}/tickets/{bait}/jobs"),
+            None,
+        )
+        .await;
+    assert_eq!(jobs[0]["status"], "pending", "{jobs}");
+    // Even the run token itself opens neither.
+    if let Some(t) = &run.run_token {
+        for (method, path, body) in [
+            (
+                Method::PUT,
+                "/api/settings",
+                json!({"AGENT_LLM_URL": "http://127.0.0.1:9/x"}),
+            ),
+            (Method::POST, "/api/worker/jobs/start", json!({})),
+        ] {
+            let (status, v) = w.api.call(Some(t), method, path, Some(body)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {v}");
+        }
+    }
+
+    // The run still opens its pull request.
+    assert_pull_request(&w, ticket, &run).await;
+    assert!(w.llm.count(LlmKind::PrDescription) >= 1);
 }
 
 #[test]
