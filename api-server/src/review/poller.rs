@@ -6,17 +6,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{self, GhComment, ReviewTarget};
 use super::sync::{approved, comment_from_json};
 use super::{Review, ReviewError, repo_slug};
+use crate::github::GitHubError;
 
 /// Name of the poller's lease.
 pub const LEASE: &str = "pr-poller";
 /// Calls the poller leaves to the UI and the webhook: below this it waits for the reset.
 pub const RATE_RESERVE: u64 = 50;
+/// Pull requests polled at the same time.
+pub const POLL_CONCURRENCY: usize = 4;
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +40,21 @@ pub struct CycleReport {
 }
 
 impl CycleReport {
+    fn count(&mut self, outcome: PrOutcome) {
+        self.prs += 1;
+        match outcome {
+            PrOutcome::Done => self.done += 1,
+            PrOutcome::Closed => {}
+            PrOutcome::Synced {
+                enqueued,
+                not_modified,
+            } => {
+                self.enqueued += u64::from(enqueued);
+                self.not_modified += u64::from(not_modified);
+            }
+        }
+    }
+
     fn outcome(&self) -> &'static str {
         match (self.rate_limited, self.errors) {
             (Some(_), _) => "rate_limited",
@@ -59,32 +78,33 @@ impl Review {
         let token = self.token().await?;
         let targets = store::in_review_prs(self.db()).await?;
         let mut report = CycleReport::default();
-        for target in &targets {
-            if let Some(wait) = self
-                .github()
-                .limits()
-                .blocked_for()
-                .or_else(|| self.github().limits().below_reserve(RATE_RESERVE))
-            {
-                report.rate_limited = Some(wait);
-                break;
-            }
-            report.prs += 1;
-            match self.poll_pr(target, token.as_deref()).await {
-                Ok(PrOutcome::Done) => report.done += 1,
-                Ok(PrOutcome::Closed) => {}
-                Ok(PrOutcome::Synced {
-                    enqueued,
-                    not_modified,
-                }) => {
-                    report.enqueued += u64::from(enqueued);
-                    report.not_modified += u64::from(not_modified);
+        let token: Option<std::sync::Arc<str>> = token.map(Into::into);
+        // A few pull requests at a time; in-flight ones are dropped when the limit is hit.
+        let mut polls = futures::stream::iter(targets.iter().cloned())
+            .map(|target| {
+                let token = token.clone();
+                async move {
+                    let limits = self.github().limits();
+                    let result = match limits
+                        .blocked_for()
+                        .or_else(|| limits.below_reserve(RATE_RESERVE))
+                    {
+                        Some(retry_after) => Err(GitHubError::RateLimited { retry_after }.into()),
+                        None => self.poll_pr(&target, token.as_deref()).await,
+                    };
+                    (target, result)
                 }
+            })
+            .buffer_unordered(POLL_CONCURRENCY);
+        while let Some((target, result)) = polls.next().await {
+            match result {
+                Ok(outcome) => report.count(outcome),
                 Err(ReviewError::GitHub(e)) if e.retry_after().is_some() => {
                     report.rate_limited = e.retry_after();
                     break;
                 }
                 Err(e) => {
+                    report.prs += 1;
                     report.errors += 1;
                     tracing::warn!(
                         ticket_id = %target.ticket_id,
@@ -95,6 +115,7 @@ impl Review {
                 }
             }
         }
+        drop(polls);
         let elapsed = started.elapsed();
         self.metrics()
             .poll_cycle(report.outcome(), elapsed.as_secs_f64(), report.prs);

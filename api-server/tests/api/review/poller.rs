@@ -233,14 +233,19 @@ async fn the_rate_limit_stops_the_poller(backend: Backend) {
         wait > Duration::from_secs(3000),
         "{wait:?}: until x-ratelimit-reset"
     );
-    assert_eq!(w.gh.requests().len(), 1, "stopped at the first answer");
+    // Two pull requests are polled at once: each sent at most its first read.
+    let sent = w.gh.requests().len();
+    assert!(
+        (1..=2).contains(&sent),
+        "stopped at the first answers: {sent}"
+    );
     // No call at all until the reset, from the poller or the UI.
     w.gh.state.lock().unwrap().limited = None;
     assert!(poll(&w).await.rate_limited.is_some());
     let (s, v) = w.api.get(&w.path(w.tid, "/review")).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     assert!(v["detail"].as_str().unwrap().contains("rate limit"), "{v}");
-    assert_eq!(w.gh.requests().len(), 1);
+    assert_eq!(w.gh.requests().len(), sent);
     let metrics = reqwest::get(format!("{}/metrics", w.srv.url()))
         .await
         .unwrap()
