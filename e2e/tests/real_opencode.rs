@@ -270,7 +270,9 @@ fn e_the_worker_session_is_summarized_after_30_turns() {
     scenario(|mut w| async move {
         let ticket = w.create_ticket("Long ticket").await;
         let mut script = vec![answers::APPROVE];
-        script.extend(std::iter::repeat_n(answers::NEXT, 30));
+        // Research, plan (and the checklist when no plan file was written) are worker turns
+        // too: 29 execution turns make at least 31, the summary comes before the 31st.
+        script.extend(std::iter::repeat_n(answers::NEXT, 29));
         script.push(answers::DONE);
         w.llm.set_script_for(&ticket.to_string(), &script);
         w.model
