@@ -579,3 +579,16 @@ fn attack_codes_are_parsed() {
     assert!(cmd.starts_with("echo ") && cmd.ends_with(" | base64 -d | bash"));
     assert!(!cmd.contains("/proc") && !cmd.contains("/tmp"));
 }
+
+#[test]
+fn the_tested_version_is_the_agent_images() {
+    let dockerfile = include_str!("../../Dockerfile.agent");
+    let pinned = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG OPENCODE_VERSION="))
+        .expect("Dockerfile.agent pins OPENCODE_VERSION");
+    assert_eq!(
+        pinned.trim(),
+        terarchitect_e2e::real_opencode::OPENCODE_VERSION
+    );
+}
