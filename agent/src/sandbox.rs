@@ -41,10 +41,14 @@ pub const WORKER_ENV_ALLOWLIST: &[&str] = &[
     "CARGO_HOME",
     "RUSTUP_HOME",
     "GOPATH",
+    "ANTHROPIC_BASE_URL",
+    "DISABLE_TELEMETRY",
+    "DISABLE_AUTOUPDATER",
 ];
 
-/// Prefixes of variables a worker process inherits (locale and XDG base directories).
-pub const WORKER_ENV_PREFIXES: &[&str] = &["LC_", "XDG_"];
+/// Prefixes of variables a worker process inherits (locale, XDG base directories, Claude Code
+/// settings).
+pub const WORKER_ENV_PREFIXES: &[&str] = &["LC_", "XDG_", "CLAUDE_CODE_"];
 
 /// Whether a variable may reach a worker process. Secret-looking names never do, even when
 /// allowlisted (a proxy URL with a password is passed: egress needs it; see the README).

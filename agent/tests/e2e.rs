@@ -833,6 +833,18 @@ async fn a_pending_permission_request_is_rejected_so_the_turn_goes_on() {
             .unwrap()
             .contains("inside the repository")
     );
+    let logs = h.logs().await;
+    let entry = logs
+        .iter()
+        .find(|l| l["step"] == "worker_request_rejected")
+        .expect("the rejection is logged");
+    assert!(
+        entry["raw_output"]
+            .as_str()
+            .unwrap()
+            .contains("permission external_directory /tmp/*"),
+        "{entry}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

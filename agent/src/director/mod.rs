@@ -192,6 +192,18 @@ impl Director {
             .control
             .guard(during, self.worker.send(&prompt, resume))
             .await;
+        let rejected = self.worker.take_rejected();
+        if !rejected.is_empty() {
+            self.log(
+                "worker_request_rejected",
+                &format!(
+                    "Rejected {} worker request(s) that would have blocked the turn (policy: nothing outside the repository, no questions)",
+                    rejected.len()
+                ),
+                Some(&rejected.join("\n")),
+            )
+            .await;
+        }
         match result {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => {

@@ -110,6 +110,15 @@ impl Worker {
         }
     }
 
+    /// Requests of the worker that the agent rejected since the last call (OpenCode permission
+    /// requests and questions that would have blocked a turn).
+    pub fn take_rejected(&mut self) -> Vec<String> {
+        match self {
+            Self::OpenCode(w) => w.take_rejected(),
+            Self::Claude(_) => Vec::new(),
+        }
+    }
+
     /// Stops the worker's current work after an interrupted call (OpenCode: aborts the
     /// session; Claude: the process was already killed when its call was dropped).
     pub async fn abort(&mut self) {

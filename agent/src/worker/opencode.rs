@@ -132,6 +132,8 @@ pub struct OpenCodeWorker {
     log: Option<PathBuf>,
     session: Option<String>,
     turns: u32,
+    /// Permission requests and questions rejected since the last [`OpenCodeWorker::take_rejected`].
+    rejected: std::sync::Mutex<Vec<String>>,
 }
 
 /// The text of an OpenCode message answer: the trimmed, non-empty `text` of every `text` or
@@ -191,6 +193,7 @@ impl OpenCodeWorker {
             log: None,
             session: None,
             turns: 0,
+            rejected: Default::default(),
         }
     }
 
@@ -437,6 +440,10 @@ impl OpenCodeWorker {
                 match answer {
                     Ok(r) if r.status().is_success() => {
                         tracing::warn!(session, rejected = %what, "rejected a worker request that would block the turn");
+                        self.rejected
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(what.clone());
                         rejected.push(what);
                     }
                     Ok(r) => {
@@ -544,6 +551,11 @@ impl OpenCodeWorker {
             "the worker's model call failed ({}{status}{retry}; OpenCode provider {:?}, model {:?}): {}",
             err.name, self.provider_id, self.model_id, err.message
         ))
+    }
+
+    /// What was rejected since the last call (see [`OpenCodeWorker::reject_pending`]).
+    pub fn take_rejected(&mut self) -> Vec<String> {
+        std::mem::take(self.rejected.get_mut().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Aborts the current session's work (`POST /session/{id}/abort`); errors are logged.
