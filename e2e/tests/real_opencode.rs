@@ -145,6 +145,12 @@ fn a_file_written_by_the_write_tool_lands_in_the_pull_request() {
             all.iter().map(|c| &c.authorization).collect::<Vec<_>>()
         );
         assert_eq!(all[0].body["model"], "coder");
+        // WORKER_LLM_URL ends in /v1: OpenCode (or the agent's proxy) posts below it.
+        assert!(
+            all.iter().all(|c| c.path == "/v1/chat/completions"),
+            "{:?}",
+            all.iter().map(|c| &c.path).collect::<Vec<_>>()
+        );
     });
 }
 

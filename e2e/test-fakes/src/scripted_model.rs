@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -139,6 +139,8 @@ pub struct ModelCall {
     pub body: Value,
     /// Its `Authorization` header.
     pub authorization: Option<String>,
+    /// The request path (`/v1/chat/completions` or `/chat/completions`).
+    pub path: String,
     /// When it arrived.
     pub at: Instant,
 }
@@ -358,11 +360,13 @@ fn completion_body(model: &str, reply: &Reply, call_id: &str) -> Value {
 
 async fn completions(
     State(st): State<Arc<Mutex<ModelState>>>,
+    uri: Uri,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
     let mut call = ModelCall {
         kind: ModelKind::Agent,
+        path: uri.path().to_owned(),
         authorization: headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -483,6 +487,7 @@ mod tests {
             kind: ModelKind::Agent,
             body: json!({"messages": messages, "tools": [{"type": "function", "function": {"name": "write"}}]}),
             authorization: None,
+            path: "/v1/chat/completions".into(),
             at: Instant::now(),
         };
         c.kind = classify(&c);
