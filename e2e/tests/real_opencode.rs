@@ -230,10 +230,10 @@ fn c_a_question_tool_call_does_not_block_the_run() {
             ],
         );
         let ticket = w.create_ticket("Greeting").await;
-        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "40");
+        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "60");
         let run = w.run(ticket, opts).await;
         assert_pull_request(&w, ticket, &run).await;
-        assert!(run.elapsed < Duration::from_secs(40), "{}", run.describe());
+        assert!(run.elapsed < Duration::from_secs(60), "{}", run.describe());
         // The turn went on after the question (the tool is refused or not offered).
         let calls = turn_calls(&w, EXECUTION);
         assert!(calls.iter().any(|c| c.step() == 1), "{calls:?}");
@@ -254,10 +254,10 @@ fn d_a_write_outside_the_workspace_is_refused_without_blocking() {
             ],
         );
         let ticket = w.create_ticket("Greeting").await;
-        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "40");
+        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "60");
         let run = w.run(ticket, opts).await;
         assert_pull_request(&w, ticket, &run).await;
-        assert!(run.elapsed < Duration::from_secs(40), "{}", run.describe());
+        assert!(run.elapsed < Duration::from_secs(60), "{}", run.describe());
         assert!(
             !outside.exists(),
             "the write outside the workspace happened"
