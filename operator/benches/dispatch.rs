@@ -21,6 +21,9 @@ use terarchitect_operator::crd::AgentJob;
 use tokio::process::{Child, Command};
 
 const NS: &str = "default";
+/// The api-server runs contained, as the chart installs it: a worker key and admin auth.
+const WORKER_KEY: &str = "wk-bench-19d2";
+const ADMIN_TOKEN: &str = "adm-bench-4be7";
 
 #[path = "../tests/support/app_api.rs"]
 mod app_api;
@@ -33,6 +36,8 @@ fn spawn_operator(kubeconfig: &std::path::Path, api_url: &str, max: usize) -> Ch
         .env("KUBECONFIG", kubeconfig)
         .env("TERARCHITECT_API_URL", api_url)
         .env("OPERATOR_NAMESPACE", NS)
+        .env("TERARCHITECT_WORKER_API_KEY", WORKER_KEY)
+        .env("TERARCHITECT_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("LEADER_ELECTION", "false")
         .env("OPERATOR_HTTP_BIND", "127.0.0.1:0")
         .env("MAX_CONCURRENT_AGENTS", max.to_string())
@@ -84,11 +89,15 @@ async fn main() {
     let _jobs = kube.start_job_controller(JobPolicy::always(JobOutcome::succeed_after(
         Duration::from_millis(20),
     )));
-    let opts = TestOptions::default()
-        .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
-        .env("GITHUB_TOKEN", "ghp_bench_token");
+    let opts = TestOptions {
+        admin_tokens: vec![ADMIN_TOKEN.to_owned()],
+        ..TestOptions::default()
+    }
+    .env("TERARCHITECT_SECRET_KEY", TEST_SECRET_KEY)
+    .env("TERARCHITECT_WORKER_API_KEY", WORKER_KEY)
+    .env("GITHUB_TOKEN", "ghp_bench_token");
     let server = TestServer::start(Backend::Sqlite, opts.clone()).await;
-    let api = AppApi::new(server.url());
+    let api = AppApi::with_admin_token(server.url(), ADMIN_TOKEN);
     let mut operator = spawn_operator(&kubeconfig, &server.url(), 4);
     let project = api.project().await;
     // Let the operator start and settle into its long poll.
@@ -126,7 +135,7 @@ async fn main() {
     kube.write_kubeconfig(&kubeconfig).unwrap();
     let _jobs = kube.start_job_controller(JobPolicy::always(JobOutcome::RunForever));
     let server = TestServer::start(Backend::Sqlite, opts).await;
-    let api = AppApi::new(server.url());
+    let api = AppApi::with_admin_token(server.url(), ADMIN_TOKEN);
     let project = api.project().await;
     let enqueue_started = Instant::now();
     for _ in 0..bulk {
