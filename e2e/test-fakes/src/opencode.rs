@@ -637,3 +637,186 @@ impl FakeOpenCode {
         self.state.lock().unwrap().aborted.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Sends a raw HTTP/1.1 request; returns the open stream after writing it.
+    async fn send(url: &str, method: &str, path: &str, body: &Value) -> TcpStream {
+        let addr = url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let body = body.to_string();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        s
+    }
+
+    /// A whole answer (status line, headers and body) as text.
+    async fn call(url: &str, method: &str, path: &str, body: Value) -> String {
+        let mut s = send(url, method, path, &body).await;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn permission_requests_block_until_rejected_and_are_announced() {
+        let oc = FakeOpenCode::start().await;
+        oc.push(OcBehaviour::Permission("/etc/*".into()));
+        let mut events = send(&oc.url, "GET", "/event", &Value::Null).await;
+        let url = oc.url.clone();
+        let message = tokio::spawn(async move {
+            call(
+                &url,
+                "POST",
+                "/session/ses_1/message",
+                json!({"parts": [{"type": "text",
+                "text": "Before any implementation"}]}),
+            )
+            .await
+        });
+        // Announced on the event stream, listed, and blocking.
+        let mut seen = String::new();
+        while !seen.contains("permission.asked") {
+            let mut buf = [0u8; 4096];
+            let n = events.read(&mut buf).await.unwrap();
+            assert!(n > 0, "event stream closed: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(seen.contains("\"external_directory\""), "{seen}");
+        let list = call(&oc.url, "GET", "/permission", Value::Null).await;
+        assert!(list.contains("per_1") && list.contains("/etc/*"), "{list}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!message.is_finished(), "the message waits for an answer");
+        let bad = call(
+            &oc.url,
+            "POST",
+            "/permission/per_9/reply",
+            json!({"reply": "reject"}),
+        )
+        .await;
+        assert!(bad.starts_with("HTTP/1.1 404"), "{bad}");
+        let ok = call(
+            &oc.url,
+            "POST",
+            "/permission/per_1/reply",
+            json!({"reply": "reject"}),
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        let answer = tokio::time::timeout(Duration::from_secs(5), message)
+            .await
+            .expect("the message goes on once rejected")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(oc.replies()[0].1["reply"], "reject");
+    }
+
+    #[tokio::test]
+    async fn the_question_tool_blocks_unless_turned_off_and_errors_come_as_200() {
+        let oc = FakeOpenCode::start().await;
+        oc.push(OcBehaviour::Question);
+        let body = json!({"parts": [{"type": "text", "text": "Before any implementation"}],
+            "tools": {"question": false}});
+        let off = call(&oc.url, "POST", "/session/ses_1/message", body).await;
+        assert!(off.starts_with("HTTP/1.1 200"), "{off}");
+        assert_eq!(oc.question_offered(), 0);
+
+        oc.push(OcBehaviour::Question);
+        let url = oc.url.clone();
+        let on = tokio::spawn(async move {
+            call(
+                &url,
+                "POST",
+                "/session/ses_1/message",
+                json!({"parts": [{"type": "text",
+                "text": "Before any implementation"}]}),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!on.is_finished(), "the question blocks the message");
+        let list = call(&oc.url, "GET", "/question", Value::Null).await;
+        assert!(list.contains("que_1"), "{list}");
+        let r = call(&oc.url, "POST", "/question/que_1/reject", json!({})).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        tokio::time::timeout(Duration::from_secs(5), on)
+            .await
+            .unwrap()
+            .unwrap();
+
+        oc.push(OcBehaviour::ErrorAnswer(api_error(
+            "bad request",
+            400,
+            false,
+        )));
+        let err = call(
+            &oc.url,
+            "POST",
+            "/session/ses_1/message",
+            json!({"parts": []}),
+        )
+        .await;
+        assert!(err.starts_with("HTTP/1.1 200"), "{err}");
+        assert!(
+            err.contains("\"APIError\"") && err.contains("\"parts\":[]"),
+            "{err}"
+        );
+        oc.push(OcBehaviour::UnknownError);
+        let err = call(
+            &oc.url,
+            "POST",
+            "/session/ses_1/message",
+            json!({"parts": []}),
+        )
+        .await;
+        assert!(
+            err.starts_with("HTTP/1.1 500") && err.contains("err_"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn start_up_window_and_basic_auth() {
+        let oc = FakeOpenCode::start_with(
+            0,
+            StartOptions {
+                blackhole: Some(Duration::from_millis(500)),
+                password: Some("pw".into()),
+                version: None,
+            },
+        )
+        .await;
+        let early = tokio::time::timeout(
+            Duration::from_millis(300),
+            call(&oc.url, "GET", "/global/health", Value::Null),
+        )
+        .await;
+        assert!(
+            early.is_err(),
+            "a request of the start-up window is never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let anonymous = call(&oc.url, "GET", "/global/health", Value::Null).await;
+        assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+        let mut s = TcpStream::connect(oc.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        // base64("opencode:pw")
+        s.write_all(b"GET /global/health HTTP/1.1\r\nhost: x\r\nauthorization: Basic b3BlbmNvZGU6cHc=\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut ok = String::new();
+        s.read_to_string(&mut ok).await.unwrap();
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.contains("1.18.33"),
+            "{ok}"
+        );
+    }
+}
