@@ -332,6 +332,13 @@ def check_render(name, path, out_builtin):
                 err(doc, "default: TERARCHITECT_REQUIRE_ADMIN_TOKEN must be \"true\"")
 
     check_agent_policy(name, docs, err)
+    for doc in docs:
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"].endswith("-api-server"):
+            for rule in doc["spec"].get("ingress", []):
+                agents = [p for p in rule.get("from", [])
+                          if p.get("podSelector", {}).get("matchLabels") == AGENT_LABELS]
+                if agents and [p.get("port") for p in rule.get("ports", [])] != ["http"]:
+                    err(doc, "agent pods may reach the api-server on its http port only")
 
     # Every Service selects pods of the chart.
     for doc in docs:
