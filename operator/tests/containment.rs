@@ -282,3 +282,75 @@ async fn refused_settings_fall_back_to_the_configured_limit_and_dispatch_goes_on
     assert_eq!(h.kube.list::<AgentJob>(NS).len(), 2, "no third claim yet");
     op.stop().await;
 }
+
+/// A finished, reported AgentJob with its env Secret, as an operator without cleanup left them.
+fn leftover(h: &Harness, finished_ago: Duration) -> String {
+    let job_id = Uuid::new_v4();
+    let name = agentjob_name(job_id);
+    let mut aj = hand_made(&name, None, vec![format!("{name}-env")]);
+    aj.spec.queue_job_id = Some(job_id.to_string());
+    aj.spec.attempt = Some(1);
+    aj.metadata.finalizers = Some(vec!["terarchitect.io/cleanup".into()]);
+    aj.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "terarchitect-operator".to_owned(),
+        )]
+        .into(),
+    );
+    let finished = k8s_openapi::jiff::Timestamp::now() - finished_ago;
+    aj.status = Some(terarchitect_operator::crd::AgentJobStatus {
+        phase: Some(Phase::Succeeded),
+        finish_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            finished,
+        )),
+        reported: true,
+        reported_attempt: Some(1),
+        ..Default::default()
+    });
+    let aj = h.kube.create(&aj).expect("seeding an AgentJob");
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(format!("{name}-env"));
+    secret.metadata.namespace = Some(NS.into());
+    secret.metadata.labels = Some(
+        [
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "terarchitect-operator".to_owned(),
+            ),
+            ("terarchitect.io/agentjob".to_owned(), name.clone()),
+        ]
+        .into(),
+    );
+    secret.metadata.owner_references =
+        kube::Resource::controller_owner_ref(&aj, &()).map(|o| vec![o]);
+    secret.string_data =
+        Some([("TERARCHITECT_WORKER_API_KEY".to_owned(), "old".to_owned())].into());
+    h.kube.create(&secret).expect("seeding a Secret");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_an_earlier_version_are_cleaned_up_without_reports() {
+    let h = Harness::start().await;
+    let old = leftover(&h, Duration::from_secs(8 * 24 * 3600));
+    let recent = leftover(&h, Duration::from_secs(3600));
+    let op = h.operator(h.config(&[])).await;
+
+    h.wait_until(
+        "the expired AgentJob and both leftover Secrets are gone",
+        |k| {
+            k.get::<AgentJob>(NS, &old).is_none()
+                && k.get::<Secret>(NS, &format!("{old}-env")).is_none()
+                && k.get::<Secret>(NS, &format!("{recent}-env")).is_none()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.agentjob(&recent).is_some(), "within its 7 days");
+    for result in ["recorded", "already_finished", "gone", "error"] {
+        let series = format!("terarchitect_operator_reports_total{{result=\"{result}\"}}");
+        assert_eq!(op.metric(&series).await, 0.0, "{series}: nothing to report");
+    }
+    op.stop().await;
+}
