@@ -134,6 +134,15 @@ async fn ticket_to_pull_request(backend: Backend) {
         })
         .await;
     assert!(gone.is_some(), "{secret} remains after the report");
+    for log in w.operator_logs() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!text.is_empty(), "{} is empty", log.display());
+        assert!(
+            !text.contains(run_token.as_str()),
+            "the run token in {}",
+            log.display()
+        );
+    }
     assert_eq!(env["AGENT_API_KEY"], AGENT_KEY);
     assert_eq!(env["JOB_ID"], queued.job_id.to_string());
     assert_eq!(env["JOB_KIND"], "ticket");
