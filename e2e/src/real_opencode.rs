@@ -681,6 +681,16 @@ impl Finished {
     }
 }
 
+impl Drop for AgentRun {
+    fn drop(&mut self) {
+        // A scenario that failed mid-run leaves neither the agent nor its OpenCode behind.
+        if let Some(pid) = self.child.id() {
+            signal_group(pid, libc::SIGKILL);
+        }
+        kill_opencode_on(self.port);
+    }
+}
+
 impl AgentRun {
     fn pid(&self) -> Option<u32> {
         self.child.id()
