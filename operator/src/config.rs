@@ -9,6 +9,38 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
+/// A secret given on the command line or in the environment (a token, a key): `Debug` never
+/// shows it, so no configuration dump can log it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretValue {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for SecretValue {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Default retention of finished AgentJobs: 7 days.
 pub const DEFAULT_AGENTJOB_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
@@ -80,21 +112,21 @@ pub struct RunConfig {
 
     /// Bearer token of the worker API. Also the agents' token when the claim carries none.
     #[arg(long, env = "TERARCHITECT_WORKER_API_KEY", hide_env_values = true)]
-    pub worker_api_key: Option<String>,
+    pub worker_api_key: Option<SecretValue>,
 
     /// Admin token of the api-server (`TERARCHITECT_ADMIN_TOKEN`; of a comma-separated rotation
     /// list the first is used). Sent only to non-worker endpoints (`GET /api/settings`), never
     /// handed to agents.
     #[arg(long, env = "TERARCHITECT_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretValue>,
 
     /// GitHub token handed to agents when the claim carries none.
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
-    pub github_token: Option<String>,
+    pub github_token: Option<SecretValue>,
 
     /// Alternative name of the GitHub token.
     #[arg(long, env = "GH_TOKEN", hide_env_values = true, hide = true)]
-    pub gh_token: Option<String>,
+    pub gh_token: Option<SecretValue>,
 
     /// Agent image.
     #[arg(long, env = "AGENT_IMAGE", default_value = "terarchitect-agent")]
@@ -318,15 +350,24 @@ impl RunConfig {
         [&self.github_token, &self.gh_token]
             .into_iter()
             .flatten()
-            .map(|t| t.trim())
+            .map(|t| t.expose().trim())
             .find(|t| !t.is_empty())
+    }
+
+    /// The worker API key, when set and not blank.
+    pub fn worker_api_key(&self) -> Option<&str> {
+        self.worker_api_key
+            .as_ref()
+            .map(SecretValue::expose)
+            .filter(|k| !k.trim().is_empty())
     }
 
     /// The admin token to send to non-worker endpoints: the first non-blank entry of
     /// `TERARCHITECT_ADMIN_TOKEN` (a comma-separated rotation list).
     pub fn admin_token(&self) -> Option<String> {
         self.admin_token
-            .as_deref()?
+            .as_ref()?
+            .expose()
             .split(',')
             .map(str::trim)
             .find(|t| !t.is_empty())
@@ -427,5 +468,25 @@ mod tests {
         assert_eq!(cfg.admin_token().as_deref(), Some("new"));
         let cfg = RunConfig::from_args(["--api-url", "http://api", "--admin-token", " "]).unwrap();
         assert_eq!(cfg.admin_token(), None);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let cfg = RunConfig::from_args([
+            "--api-url",
+            "http://api",
+            "--admin-token",
+            "adm-s3cret",
+            "--worker-api-key",
+            "wk-s3cret",
+            "--github-token",
+            "ghp-s3cret",
+        ])
+        .unwrap();
+        assert_eq!(cfg.worker_api_key(), Some("wk-s3cret"));
+        assert_eq!(cfg.fallback_github_token(), Some("ghp-s3cret"));
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 }

@@ -21,7 +21,7 @@ use terarchitect_worker_api::{ClaimRequest, ClaimedJob, FailRequest, JobKind, Wo
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{RunConfig, parse_max_concurrent};
+use crate::config::{RunConfig, SecretValue, parse_max_concurrent};
 use crate::context::SharedContext;
 use crate::crd::{AgentJob, AgentJobKind, AgentJobSpec, ReviewSpec};
 use crate::job_builder::{
@@ -43,8 +43,8 @@ pub struct DispatchConfig {
     pub poll_interval: Duration,
     pub claim_wait: u32,
     pub lease_seconds: u32,
-    pub worker_api_key: Option<String>,
-    pub github_token: Option<String>,
+    pub worker_api_key: Option<SecretValue>,
+    pub github_token: Option<SecretValue>,
 }
 
 impl DispatchConfig {
@@ -56,8 +56,8 @@ impl DispatchConfig {
             poll_interval: cfg.poll_interval(),
             claim_wait: cfg.claim_wait_sec,
             lease_seconds: cfg.job_lease_sec,
-            worker_api_key: cfg.worker_api_key.clone().filter(|k| !k.trim().is_empty()),
-            github_token: cfg.fallback_github_token().map(str::to_owned),
+            worker_api_key: cfg.worker_api_key().map(SecretValue::from),
+            github_token: cfg.fallback_github_token().map(SecretValue::from),
         })
     }
 }
@@ -123,12 +123,18 @@ pub fn agent_env(job: &ClaimedJob, cfg: &DispatchConfig) -> BTreeMap<String, Str
     // Without a run token: the operator's own key, as the original coordinator did.
     let worker_key = match run_token {
         Some(_) => None,
-        None => cfg.worker_api_key.as_deref(),
+        None => cfg.worker_api_key.as_ref().map(SecretValue::expose),
     };
     let fallbacks = [
         (WORKER_KEY_ENV, worker_key),
-        ("GITHUB_TOKEN", cfg.github_token.as_deref()),
-        ("GH_TOKEN", cfg.github_token.as_deref()),
+        (
+            "GITHUB_TOKEN",
+            cfg.github_token.as_ref().map(SecretValue::expose),
+        ),
+        (
+            "GH_TOKEN",
+            cfg.github_token.as_ref().map(SecretValue::expose),
+        ),
     ];
     for (key, value) in fallbacks {
         if let Some(v) = value {
@@ -509,6 +515,11 @@ mod tests {
         assert_eq!(env["AGENT_API_KEY"], "sk-director");
         assert!(!env.contains_key("BLANK"));
         assert!(!env.values().any(|v| v == "operator-key"), "{env:?}");
+        let debug = format!("{:?} {:?}", config(), claim(Some("rt-123")));
+        assert!(
+            !debug.contains("operator-key") && !debug.contains("rt-123"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -91,11 +91,7 @@ pub async fn run(
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let token = cfg
-        .worker_api_key
-        .clone()
-        .filter(|k| !k.trim().is_empty())
-        .map(SecretString::from);
+    let token = cfg.worker_api_key().map(SecretString::from);
     let api = WorkerApiClient::new(&cfg.api_url, token)?;
     let admin_api = WorkerApiClient::new(&cfg.api_url, cfg.admin_token().map(SecretString::from))?;
     let identity = cfg.identity();
