@@ -164,8 +164,9 @@ pub fn leaks<'a>(text: &str, secrets: &[(&'a str, &str)]) -> Vec<&'a str> {
         .collect()
 }
 
-/// The user the agent runs as: `nobody` when the tests run as root, else the tests' own.
-fn agent_user() -> Option<(u32, u32)> {
+/// The user the agent runs as: `nobody` (uid, gid) when the tests run as root, else the tests'
+/// own (`None`).
+pub fn agent_user() -> Option<(u32, u32)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
@@ -188,6 +189,66 @@ fn chown_tree(path: &Path, owner: Option<(u32, u32)>) {
             chown_tree(&entry.path(), owner);
         }
     }
+}
+
+/// Whether a user other than the file's owner (and not in its group) can execute `path`: every
+/// directory on the way searchable by others, the file executable by others.
+pub fn executable_by_others(path: &Path) -> bool {
+    let Ok(real) = path.canonicalize() else {
+        return false;
+    };
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(&real) & 0o001 != 0 && real.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
+}
+
+/// `path` where the agent's user can execute it: as is when it can, else a hard link (or copy)
+/// in a shared staging directory under the temp dir, reused while the file is unchanged.
+pub fn reachable(path: &Path, owner: Option<(u32, u32)>) -> PathBuf {
+    if owner.is_none() || executable_by_others(path) {
+        return path.to_path_buf();
+    }
+    let real = path.canonicalize().expect("the executable exists");
+    let meta = std::fs::metadata(&real).expect("the executable's metadata");
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("bin")
+        .to_owned();
+    let dir = std::env::temp_dir().join("terarchitect-e2e-bin");
+    std::fs::create_dir_all(&dir).expect("the staging directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let source = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        real.hash(&mut h);
+        format!("{name}-{:016x}-", h.finish())
+    };
+    let staged = dir.join(format!("{source}{}-{mtime}", meta.len()));
+    if !staged.exists() {
+        // Older versions of the same executable go (a running one keeps its inode).
+        for old in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if old.file_name().to_string_lossy().starts_with(&source) {
+                let _ = std::fs::remove_file(old.path());
+            }
+        }
+        let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(&real, &tmp).is_err() {
+            std::fs::copy(&real, &tmp).expect("copying the executable");
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&tmp, &staged).expect("staging the executable");
+    }
+    staged
 }
 
 /// Git in a directory the tests may not own (the agent's), as the tests' user.
@@ -305,6 +366,7 @@ pub struct RealWorld {
     pub secrets: Secrets,
     /// The `opencode` executable.
     pub opencode: PathBuf,
+    agent: PathBuf,
     agent_user: Option<(u32, u32)>,
     runs: usize,
 }
@@ -328,6 +390,8 @@ impl RealWorld {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
             .expect("chmod");
         let agent_user = agent_user();
+        let opencode = reachable(&opencode, agent_user);
+        let agent = reachable(&binaries().agent, agent_user);
         let git = GitRemote::create(&dir.path().join("git"));
         chown_tree(&dir.path().join("git"), agent_user);
         let (llm, model, gh) = tokio::join!(
@@ -373,6 +437,7 @@ impl RealWorld {
             project,
             secrets,
             opencode,
+            agent,
             agent_user,
             runs: 0,
         }
@@ -558,7 +623,7 @@ impl RealWorld {
         }
         let log = self.dir.path().join(format!("agent-{}.log", self.runs));
         let file = std::fs::File::create(&log).expect("the agent's log");
-        let mut cmd = Command::new(&binaries().agent);
+        let mut cmd = Command::new(&self.agent);
         cmd.arg("entrypoint")
             .env_clear()
             .envs(&env)

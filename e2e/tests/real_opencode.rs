@@ -6,6 +6,7 @@
 //! [`terarchitect_e2e::real_opencode::opencode_bin`]).
 
 use std::future::Future;
+use std::os::unix::process::CommandExt as _;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -597,4 +598,30 @@ fn the_tested_version_is_the_agent_images() {
         pinned.trim(),
         terarchitect_e2e::real_opencode::OPENCODE_VERSION
     );
+}
+
+#[test]
+fn executables_out_of_the_agent_users_reach_are_staged() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use terarchitect_e2e::real_opencode::{agent_user, executable_by_others, reachable};
+    let Some((uid, gid)) = agent_user() else {
+        return; // not root: the agent runs as the tests' user and reaches what they reach
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let exe = dir.path().join("hello-e2e");
+    std::fs::write(&exe, "#!/bin/sh\necho staged-ok\n").unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(!executable_by_others(&exe));
+    let staged = reachable(&exe, Some((uid, gid)));
+    assert_ne!(staged, exe);
+    assert!(executable_by_others(&staged), "{}", staged.display());
+    assert_eq!(reachable(&exe, Some((uid, gid))), staged, "reused");
+    let out = std::process::Command::new(&staged)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "staged-ok");
+    let _ = std::fs::remove_file(&staged);
 }
