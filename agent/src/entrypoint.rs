@@ -64,7 +64,8 @@ pub fn permission_policy() -> serde_json::Value {
 /// The OpenCode config (`OPENCODE_CONFIG_CONTENT`, behaviour reference §7.3): one
 /// OpenAI-compatible provider with the worker model at `base_url` with `api_key` (the key proxy
 /// and a dummy key when the agent holds a real key), the [`permission_policy`], no `question`
-/// tool, no sharing, no auto-update.
+/// tool, no sharing, no auto-update, no snapshots (OpenCode's own git copy of the work tree at
+/// every step: the agent commits each turn itself).
 pub fn opencode_config(settings: &Settings, base_url: &str, api_key: &str) -> String {
     let provider = &settings.opencode.provider_id;
     let mut model = settings.opencode_model_id();
@@ -86,6 +87,7 @@ pub fn opencode_config(settings: &Settings, base_url: &str, api_key: &str) -> St
         "tools": {"question": false},
         "share": "disabled",
         "autoupdate": false,
+        "snapshot": false,
     })
     .to_string()
 }
@@ -112,12 +114,18 @@ fn real_key(settings: &Settings) -> Option<crate::config::Secret> {
 #[derive(Debug, Default)]
 pub struct Children {
     list: Vec<(String, Child)>,
+    logs: Vec<PathBuf>,
 }
 
 impl Children {
     /// Adds a child.
     pub fn push(&mut self, name: &str, child: Child) {
         self.list.push((name.to_owned(), child));
+    }
+
+    /// Adds a log file, removed once every child is stopped.
+    pub fn push_log(&mut self, log: PathBuf) {
+        self.logs.push(log);
     }
 
     /// Stops every child, newest first: SIGTERM to its process group, SIGKILL after `grace`.
@@ -142,6 +150,9 @@ impl Children {
                     let _ = child.kill().await;
                 }
             }
+        }
+        for log in self.logs.drain(..) {
+            let _ = std::fs::remove_file(log);
         }
     }
 }
@@ -211,6 +222,7 @@ async fn start_dockerd(
     )
     .map_err(unavailable)?;
     children.push("dockerd", child);
+    children.push_log(log.clone());
     let started = tokio::time::Instant::now();
     loop {
         let ok = Command::new(&docker)
@@ -330,6 +342,7 @@ impl WorkerSetup for OpenCodeLauncher<'_> {
         )
         .map_err(unavailable)?;
         self.children.push("opencode", child);
+        self.children.push_log(log.clone());
         let probe = OpenCodeWorker::new(settings, repo_dir, "startup", Some(&url))
             .with_log(Some(log.clone()));
         let timeout = settings.limits.startup_timeout;
@@ -446,7 +459,8 @@ mod tests {
                 "permission": permission_policy(),
                 "tools": {"question": false},
                 "share": "disabled",
-                "autoupdate": false})
+                "autoupdate": false,
+                "snapshot": false})
         );
         assert_eq!(v["permission"]["external_directory"], "deny");
         assert_eq!(v["permission"]["question"], "deny");

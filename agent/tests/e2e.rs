@@ -964,6 +964,14 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
         }
     }
     assert!(scanned > 10, "{scanned} files scanned");
+    // OpenCode's log (in $TMPDIR) is gone with the run.
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("terarchitect-opencode"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 
     // Start-up: from the process start to the first session, not 10 s per unanswered probe.
     let t = std::fs::read_to_string(&times).unwrap();

@@ -431,6 +431,9 @@ impl OpenCodeWorker {
                     _ => "question".to_owned(),
                 };
                 let path = self.with_directory(&format!("{list}/{id}/{reply}"));
+                // Recorded before the reply: the answer it unblocks may end the watch (and drop
+                // this future) before the reply's own answer arrives.
+                self.record_rejected(Some(what.clone()));
                 let answer = self
                     .request(reqwest::Method::POST, &path)
                     .timeout(Duration::from_secs(5))
@@ -440,22 +443,31 @@ impl OpenCodeWorker {
                 match answer {
                     Ok(r) if r.status().is_success() => {
                         tracing::warn!(session, rejected = %what, "rejected a worker request that would block the turn");
-                        self.rejected
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(what.clone());
                         rejected.push(what);
                     }
                     Ok(r) => {
+                        self.record_rejected(None);
                         tracing::warn!(session, status = %r.status(), "could not reject {what}")
                     }
                     Err(e) => {
+                        self.record_rejected(None);
                         tracing::warn!(session, error = %e.without_url(), "could not reject {what}")
                     }
                 }
             }
         }
         rejected
+    }
+
+    /// Records a rejection (`Some`), or withdraws the last one (`None`: the reply failed).
+    fn record_rejected(&self, what: Option<String>) {
+        let mut list = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        match what {
+            Some(w) => list.push(w),
+            None => {
+                list.pop();
+            }
+        }
     }
 
     /// Rejects every blocking request of `session` until the future holding it is dropped.
