@@ -446,6 +446,14 @@ async fn start_job(
     Ok(Action::requeue(ctx.pending_timeout))
 }
 
+/// What following a Job decided.
+enum Step {
+    /// The run is over: record and report the (finished) status.
+    Conclude,
+    /// Still going: write the status if it changed, come back after the action.
+    Continue(Action),
+}
+
 /// Follows an existing Job: the run's status from the Job and its pods.
 async fn follow_job(
     aj: &AgentJob,
@@ -465,16 +473,14 @@ async fn follow_job(
             job.name_any()
         )));
     }
-    let current = aj.status.clone().unwrap_or_default();
-    let generation = aj.metadata.generation;
     status.job_name = Some(job.name_any());
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let pods = pods
         .list(&ListParams::default().labels(&format!("{LABEL_AGENTJOB}={name}")))
         .await?
         .items;
-
-    let action = match observe(job, &pods) {
+    let generation = aj.metadata.generation;
+    let step = match observe(job, &pods) {
         Observed::Succeeded { finished } => {
             let message = "the agent finished its work".into();
             finish(
@@ -485,7 +491,7 @@ async fn follow_job(
                 finished,
                 generation,
             );
-            return conclude(aj, ctx, writer, status).await;
+            Step::Conclude
         }
         Observed::Failed {
             reason,
@@ -506,54 +512,67 @@ async fn follow_job(
                 finished,
                 generation,
             );
-            return conclude(aj, ctx, writer, status).await;
+            Step::Conclude
         }
-        Observed::Running { started } => on_running(aj, ctx, &mut status, started).await,
+        Observed::Running { started } => {
+            Step::Continue(on_running(aj, ctx, &mut status, started).await)
+        }
         Observed::Pending {
-            problem: Some((reason, message)),
+            problem: Some(problem),
             permanent,
             since,
-        } => {
-            let waited = since
-                .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
-                .unwrap_or_default()
-                .max(0.0);
-            let limit = ctx.pending_timeout.as_secs_f64();
-            if permanent || waited >= limit {
-                delete_job(ctx, &job_name(aj)).await?;
-                let msg = format!("the agent pod could not start: {message}");
-                finish(
-                    &mut status,
-                    Phase::Failed,
-                    Some(reason),
-                    msg,
-                    None,
-                    generation,
-                );
-                return conclude(aj, ctx, writer, status).await;
-            }
-            status.phase = Some(Phase::Pending);
-            set_condition(
-                &mut status,
-                "Running",
-                false,
-                reason.as_str(),
-                &message,
-                generation,
-            );
-            Action::requeue(Duration::from_secs_f64(
-                (limit - waited).clamp(1.0, limit.max(1.0)),
-            ))
-        }
+        } => on_stuck(aj, ctx, &mut status, problem, permanent, since).await?,
         Observed::Pending { problem: None, .. } => {
             status.phase = Some(Phase::Pending);
-            Action::requeue(ctx.pending_timeout)
+            Step::Continue(Action::requeue(ctx.pending_timeout))
         }
     };
-    if status != current {
-        writer.write(&status).await?;
+    match step {
+        Step::Conclude => conclude(aj, ctx, writer, status).await,
+        Step::Continue(action) => {
+            if status != aj.status.clone().unwrap_or_default() {
+                writer.write(&status).await?;
+            }
+            Ok(action)
+        }
     }
-    Ok(action)
+}
+
+/// A pod that cannot start (image pull errors, unschedulable): the run fails at once when the
+/// problem is permanent or has lasted PENDING_TIMEOUT_SEC (its Job deleted), else waits.
+async fn on_stuck(
+    aj: &AgentJob,
+    ctx: &Context,
+    status: &mut AgentJobStatus,
+    (reason, message): (FailureReason, String),
+    permanent: bool,
+    since: Option<Time>,
+) -> Result<Step> {
+    let generation = aj.metadata.generation;
+    let waited = since
+        .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
+        .unwrap_or_default()
+        .max(0.0);
+    let limit = ctx.pending_timeout.as_secs_f64();
+    if permanent || waited >= limit {
+        delete_job(ctx, &job_name(aj)).await?;
+        let msg = format!("the agent pod could not start: {message}");
+        finish(status, Phase::Failed, Some(reason), msg, None, generation);
+        return Ok(Step::Conclude);
+    }
+    status.phase = Some(Phase::Pending);
+    set_condition(
+        status,
+        "Running",
+        false,
+        reason.as_str(),
+        &message,
+        generation,
+    );
+    let wait = (limit - waited).clamp(1.0, limit.max(1.0));
+    Ok(Step::Continue(Action::requeue(Duration::from_secs_f64(
+        wait,
+    ))))
 }
 
 /// Records that the agent pod runs.

@@ -91,10 +91,11 @@ async fn a_claimed_ticket_runs_as_a_job_and_its_success_is_reported_once() {
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.automount_service_account_token, Some(false));
     // The claim's env reached the pod through its Secret, which is gone after the report.
-    assert!(
-        h.kube.get::<Secret>(NS, &format!("{name}-env")).is_none(),
-        "the env Secret is deleted once the outcome is reported"
-    );
+    h.wait_until(
+        "the env Secret is deleted once the outcome is reported",
+        |k| k.get::<Secret>(NS, &format!("{name}-env")).is_none(),
+    )
+    .await;
     let env = &h.agents.envs(ticket)[0];
     assert_eq!(env["GITHUB_TOKEN"], "ghp_server_token");
     assert_eq!(env["TICKET_ID"], ticket.to_string());
