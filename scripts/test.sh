@@ -19,6 +19,9 @@ cargo test --workspace --locked
 step "README quick start, as written (the api-server binary cargo test built)"
 scripts/check-quickstart.sh
 
+step "OpenAPI document against the api-server (schemathesis, all checks, stateful)"
+scripts/check-openapi.sh
+
 if [ -d charts/terarchitect ] || [ -f Dockerfile.agent ]; then
   step "offline tools (helm, kubernetes-validate, hadolint)"
   scripts/install-tools.sh

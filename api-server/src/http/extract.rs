@@ -132,3 +132,55 @@ where
 {
     serde::Deserialize::deserialize(d).map(Some)
 }
+
+/// An integer as JSON Schema reads one: `7`, or an integral number such as `7.0`.
+pub fn json_integer(v: &serde_json::Value) -> Option<i64> {
+    if let Some(n) = v.as_i64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    // ±2^63 (what i64::MIN/MAX become as f64) are left out: a number that rounds to them may
+    // lie outside the range.
+    let bound = i64::MAX as f64;
+    (f.fract() == 0.0 && f > -bound && f < bound).then_some(f as i64)
+}
+
+/// Deserialises an optional integer field the way [`json_integer`] reads integers (null or
+/// absent is `None`; anything else that is not an integer in `T`'s range is an error).
+pub fn optional_integer<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => json_integer(&v)
+            .and_then(|n| T::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("expected an integer in range, got {v}"))
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_integer;
+    use serde_json::json;
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        assert_eq!(json_integer(&json!(7)), Some(7));
+        assert_eq!(json_integer(&json!(-3)), Some(-3));
+        assert_eq!(json_integer(&json!(21.0)), Some(21));
+        assert_eq!(json_integer(&json!(21.5)), None);
+        assert_eq!(json_integer(&json!(1e300)), None);
+        assert_eq!(json_integer(&json!(u64::MAX)), None);
+        assert_eq!(json_integer(&json!(i64::MIN)), Some(i64::MIN));
+        let below_min: serde_json::Value = serde_json::from_str("-9223372036854775809").unwrap();
+        assert_eq!(json_integer(&below_min), None);
+        assert_eq!(json_integer(&json!("7")), None);
+        assert_eq!(json_integer(&json!(null)), None);
+    }
+}

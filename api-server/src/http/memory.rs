@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, PathParams};
+use super::extract::{JsonBody, PathParams, json_integer};
 use super::projects::project_or_404;
 use crate::memory::{DEFAULT_TOP_K, bootstrap_doc};
 use crate::state::AppState;
@@ -25,14 +25,24 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_memory))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Body of memory index and delete.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = MemoryDocsRequest)]
 struct DocsBody {
+    /// Passages (exact texts for delete).
+    #[schema(required = true, value_type = Vec<String>, min_items = 1)]
     docs: Option<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Body of memory retrieve.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = MemoryRetrieveRequest)]
 struct RetrieveBody {
+    /// One or more queries.
+    #[schema(required = true, value_type = Vec<String>, min_items = 1)]
     queries: Option<Value>,
+    /// Passages per query (default 200, like the original).
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     num_to_retrieve: Option<Value>,
 }
 
@@ -60,9 +70,9 @@ fn memory_failed(what: &'static str) -> impl Fn(crate::db::DbError) -> ApiError 
 
 /// Index passages into the project's memory (idempotent per exact text).
 #[utoipa::path(post, path = "/api/projects/{project_id}/memory/index", tag = "memory",
-    params(("project_id" = Uuid, Path)), request_body = terarchitect_worker_api::MemoryDocsRequest,
+    params(("project_id" = Uuid, Path)), request_body = DocsBody,
     security(("worker_token" = [])),
-    responses((status = 200, body = MemoryDocsResponse), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = MemoryDocsResponse), (status = 404)))]
 async fn index_memory(
     State(state): State<AppState>,
     PathParams(pid): PathParams<Uuid>,
@@ -84,9 +94,9 @@ async fn index_memory(
 
 /// Retrieve the best passages for each query (BM25, or embeddings when configured).
 #[utoipa::path(post, path = "/api/projects/{project_id}/memory/retrieve", tag = "memory",
-    params(("project_id" = Uuid, Path)), request_body = terarchitect_worker_api::MemoryRetrieveRequest,
+    params(("project_id" = Uuid, Path)), request_body = RetrieveBody,
     security(("worker_token" = [])),
-    responses((status = 200, body = MemoryRetrieveResponse), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = MemoryRetrieveResponse), (status = 404)))]
 async fn retrieve_memory(
     State(state): State<AppState>,
     PathParams(pid): PathParams<Uuid>,
@@ -96,8 +106,8 @@ async fn retrieve_memory(
     let queries = string_list(body.queries, QUERIES_REQUIRED)?;
     let top_k = match body.num_to_retrieve {
         None | Some(Value::Null) => DEFAULT_TOP_K,
-        Some(v) => v
-            .as_u64()
+        Some(v) => json_integer(&v)
+            .and_then(|n| u64::try_from(n).ok())
             .filter(|n| (1..=MAX_TOP_K).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -134,9 +144,9 @@ async fn retrieve_memory(
 
 /// Delete passages by exact text.
 #[utoipa::path(post, path = "/api/projects/{project_id}/memory/delete", tag = "memory",
-    params(("project_id" = Uuid, Path)), request_body = terarchitect_worker_api::MemoryDocsRequest,
+    params(("project_id" = Uuid, Path)), request_body = DocsBody,
     security(("worker_token" = [])),
-    responses((status = 200, body = MemoryDocsResponse), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = MemoryDocsResponse), (status = 404)))]
 async fn delete_memory(
     State(state): State<AppState>,
     PathParams(pid): PathParams<Uuid>,

@@ -8,6 +8,7 @@ pub mod github_webhook;
 mod memory;
 pub mod models;
 mod notes;
+pub mod openapi;
 mod projects;
 mod queue;
 mod review;
@@ -96,7 +97,7 @@ fn local_origin(origin: &HeaderValue) -> bool {
 pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
     // Three groups, each with its own guard: the admin API (admin token when configured), the
     // worker API (worker key or run token) and public routes (no guard of ours).
-    let admin_routes = projects::router()
+    let mut admin_routes = projects::router()
         .merge(tickets::router())
         .merge(notes::router())
         .merge(settings::router())
@@ -105,17 +106,25 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
             state.clone(),
             admin_auth::require_admin_auth,
         ));
-    let worker_routes = worker::router()
+    let mut worker_routes = worker::router()
         .merge(queue::router())
         .merge(memory::router())
         .route_layer(from_fn_with_state(state.clone(), auth::require_worker_auth));
+    // Each group's document says what its guard requires and answers.
+    let (admin_doc, worker_doc) = (
+        admin_routes.get_openapi_mut(),
+        worker_routes.get_openapi_mut(),
+    );
+    openapi::guard(admin_doc, openapi::ADMIN_SCHEME, openapi::ADMIN_ERRORS);
+    openapi::guard(worker_doc, openapi::WORKER_SCHEME, openapi::WORKER_ERRORS);
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin_routes)
         .merge(worker_routes)
         .merge(public_routes())
         .split_for_parts();
-    let openapi = openapi.merge_from(root::RootDoc::openapi());
-    let openapi_json = Arc::new(openapi.to_json().expect("the OpenAPI document serialises"));
+    let mut openapi = openapi.merge_from(root::RootDoc::openapi());
+    openapi::finish(&mut openapi);
+    let openapi_json = Arc::new(openapi::to_json(&openapi));
 
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(|origin, _| local_origin(origin)))

@@ -43,15 +43,16 @@ impl From<ProjectRow> for Project {
 pub struct ProjectCreate {
     /// Defaults to `Untitled Project`.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, max_length = 255)]
     pub name: Option<Option<String>>,
     pub description: Option<String>,
     pub github_url: Option<String>,
     /// `local` (any case) or anything else for `docker`.
     pub execution_mode: Option<String>,
     pub project_path: Option<String>,
-    /// Exactly `true` skips the default "Project setup" ticket.
-    #[schema(value_type = Option<bool>)]
+    /// Exactly `true` skips the default "Project setup" ticket; any other value (or none)
+    /// creates it.
+    #[schema(value_type = Value, required = false)]
     pub is_existing_repo: Option<Value>,
 }
 
@@ -59,7 +60,7 @@ pub struct ProjectCreate {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ProjectUpdate {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, max_length = 255)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -78,7 +79,8 @@ pub struct ProjectUpdate {
 /// Body of `DELETE /api/projects/<id>`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct DeleteConfirmation {
-    /// Must equal the project's name.
+    /// Must equal the project's name (surrounding blanks are ignored).
+    #[schema(required = true, value_type = String)]
     pub confirm_name: Option<String>,
 }
 
@@ -110,11 +112,13 @@ pub struct Graph {
 /// Body of `PUT …/graph`: each key present replaces that list (null means empty).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct GraphUpdate {
+    /// React-Flow nodes (stored as given).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub nodes: Option<Option<Vec<Value>>>,
+    /// React-Flow edges (stored as given).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub edges: Option<Option<Vec<Value>>>,
 }
 
@@ -135,7 +139,8 @@ pub struct Kanban {
 /// Body of `PUT …/kanban`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct KanbanUpdate {
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// The columns (stored as given; absent or null: none).
+    #[schema(value_type = Option<Vec<Value>>)]
     pub columns: Option<Vec<Value>>,
 }
 
@@ -189,7 +194,10 @@ impl From<TicketRow> for Ticket {
 /// Body of `POST …/tickets`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TicketCreate {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 255)]
     pub title: Option<String>,
+    /// Kanban column, e.g. `backlog` (creating a ticket in `in_progress` queues no job).
+    #[schema(required = true, value_type = String, min_length = 1)]
     pub column_id: Option<String>,
     pub description: Option<String>,
     pub associated_node_ids: Option<Vec<String>>,
@@ -202,11 +210,12 @@ pub struct TicketCreate {
 /// `in_progress` enqueues an agent job.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TicketPatch {
+    /// Moving to `in_progress` checks the project is ready (400 with the reason otherwise).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, min_length = 1)]
     pub column_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub title: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -289,15 +298,25 @@ impl From<NoteRow> for Note {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct NoteBody {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = id_list_schema)]
     pub node_ids: Option<Option<Value>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = id_list_schema)]
     pub edge_ids: Option<Option<Value>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     pub title: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub content: Option<Option<String>>,
+}
+
+/// Schema of a note's id list: ids (strings or numbers), a comma-separated string, or null.
+fn id_list_schema() -> utoipa::openapi::schema::Schema {
+    serde_json::from_value(serde_json::json!({
+        "type": ["array", "string", "null"],
+        "items": {"type": ["string", "number"]},
+        "description": "Ids as a list (strings or numbers) or a comma-separated string; null clears them",
+    }))
+    .expect("a valid schema")
 }

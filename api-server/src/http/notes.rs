@@ -45,7 +45,7 @@ fn changes(body: NoteBody) -> ApiResult<NoteChanges> {
     })
 }
 
-/// List a project's notes.
+/// List a project's notes (an unknown project has none).
 #[utoipa::path(get, path = "/api/projects/{project_id}/notes", tag = "notes",
     params(("project_id" = Uuid, Path)), responses((status = 200, body = [Note])))]
 async fn list_notes(

@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use terarchitect_worker_api::{
-    ClaimedJob, CompleteJobRequest, EXTENSIONS_HEADER, EXTENSIONS_VERSION, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, JobKind, JobState, JobStatus, JobTransitionResponse,
-    MAX_WAIT_SECONDS, ReviewFields,
+    ClaimedJob, EXTENSIONS_HEADER, EXTENSIONS_VERSION, HeartbeatResponse, JobConflict, JobKind,
+    JobState, JobStatus, JobTransitionResponse, MAX_WAIT_SECONDS, ReviewFields,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{OptionalJsonBody, PathParams};
+use super::extract::{OptionalJsonBody, PathParams, json_integer, optional_integer};
 use crate::db::{ClaimFilter, JobRow, TransitionOutcome};
 use crate::queue::claim_with_wait;
 use crate::run_token;
@@ -79,20 +78,66 @@ pub(super) fn job_state(j: JobRow, cancel_requested: bool) -> JobState {
     }
 }
 
-/// Claim body, read loosely so each field gets its own clear error.
-#[derive(Debug, Default, Deserialize)]
+/// Claim body (optional: no body claims from every project at once), read loosely so each
+/// field gets its own clear error.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ClaimRequest)]
 struct ClaimBody {
+    /// Only claim jobs of this project; all projects when absent.
+    #[schema(value_type = Option<Uuid>)]
     project_id: Option<Value>,
+    /// Only claim jobs of these projects (extension).
+    #[schema(value_type = Option<Vec<Uuid>>)]
     project_ids: Option<Value>,
+    /// Long poll: wait up to this many seconds for a job before answering 204.
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 30)]
     wait_seconds: Option<Value>,
+    /// Lease length the claimer keeps alive with heartbeats; the server default when absent.
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 604800)]
     lease_seconds: Option<Value>,
+}
+
+/// Body of job complete (optional; the original accepts none).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = CompleteJobRequest)]
+struct CompleteBody {
+    /// Only complete the job if this is still its current attempt.
+    #[serde(default, deserialize_with = "optional_integer")]
+    attempt: Option<i32>,
+}
+
+/// Body of job fail (optional; the original accepts none).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = FailRequest)]
+struct FailBody {
+    /// Machine-readable reason, e.g. `AgentFailed`, `DeadlineExceeded`, `Cancelled` (at most
+    /// 100 characters are kept).
+    reason: Option<String>,
+    /// Human-readable detail.
+    message: Option<String>,
+    /// Only fail the job if this is still its current attempt.
+    #[serde(default, deserialize_with = "optional_integer")]
+    attempt: Option<i32>,
+}
+
+/// Body of a heartbeat (optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = HeartbeatRequest)]
+struct HeartbeatBody {
+    /// New lease length from now; the claim's lease length when absent.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 1, maximum = 604800)]
+    lease_seconds: Option<u32>,
+    /// Only extend the lease if this is still the job's current attempt.
+    #[serde(default, deserialize_with = "optional_integer")]
+    attempt: Option<i32>,
 }
 
 fn bounded_seconds(field: &str, v: Option<&Value>, min: u64, max: u64) -> ApiResult<Option<u64>> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
+        Some(v) => json_integer(v)
+            .and_then(|n| u64::try_from(n).ok())
             .filter(|n| (min..=max).contains(n))
             .map(Some)
             .ok_or_else(|| {
@@ -111,10 +156,11 @@ fn parse_project_id(v: &Value, message: &str) -> ApiResult<Uuid> {
 
 /// Claim one pending job (oldest first). 204 when none is available within `wait_seconds`.
 #[utoipa::path(post, path = "/api/worker/jobs/start", tag = "queue",
-    request_body = terarchitect_worker_api::ClaimRequest,
+    request_body = Option<ClaimBody>,
     security(("worker_token" = [])),
     responses((status = 200, body = ClaimedJob), (status = 204, description = "No job"),
-        (status = 400), (status = 401), (status = 404)))]
+        (status = 400, description = "A field of the wrong type or out of range"),
+        (status = 404, description = "A named project does not exist")))]
 async fn start_job(
     State(state): State<AppState>,
     OptionalJsonBody(body): OptionalJsonBody<ClaimBody>,
@@ -218,7 +264,7 @@ async fn start_job(
 #[utoipa::path(get, path = "/api/worker/jobs/{job_id}", tag = "queue",
     params(("job_id" = Uuid, Path)),
     security(("worker_token" = [])),
-    responses((status = 200, body = JobState), (status = 401), (status = 404)))]
+    responses((status = 200, body = JobState), (status = 404)))]
 async fn get_job(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
@@ -252,13 +298,14 @@ fn transition_response(outcome: TransitionOutcome, message: &str) -> ApiResult<R
 
 /// Mark a running job completed (409 when it is not running, or runs under another attempt).
 #[utoipa::path(post, path = "/api/worker/jobs/{job_id}/complete", tag = "queue",
-    params(("job_id" = Uuid, Path)), request_body = CompleteJobRequest,
+    params(("job_id" = Uuid, Path)), request_body = Option<CompleteBody>,
     security(("worker_token" = [])),
-    responses((status = 200, body = JobTransitionResponse), (status = 401), (status = 404), (status = 409)))]
+    responses((status = 200, body = JobTransitionResponse), (status = 404),
+        (status = 409, body = JobConflict, description = "The job is not running, or runs under another attempt")))]
 async fn complete_job(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
-    OptionalJsonBody(body): OptionalJsonBody<CompleteJobRequest>,
+    OptionalJsonBody(body): OptionalJsonBody<CompleteBody>,
 ) -> ApiResult<Response> {
     let outcome = state.db.complete_job(id, body.attempt).await?;
     transition_response(outcome, "Job completed")
@@ -266,13 +313,14 @@ async fn complete_job(
 
 /// Mark a running job failed, with an optional reason and message.
 #[utoipa::path(post, path = "/api/worker/jobs/{job_id}/fail", tag = "queue",
-    params(("job_id" = Uuid, Path)), request_body = FailRequest,
+    params(("job_id" = Uuid, Path)), request_body = Option<FailBody>,
     security(("worker_token" = [])),
-    responses((status = 200, body = JobTransitionResponse), (status = 401), (status = 404), (status = 409)))]
+    responses((status = 200, body = JobTransitionResponse), (status = 404),
+        (status = 409, body = JobConflict, description = "The job is not running, or runs under another attempt")))]
 async fn fail_job(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
-    OptionalJsonBody(body): OptionalJsonBody<FailRequest>,
+    OptionalJsonBody(body): OptionalJsonBody<FailBody>,
 ) -> ApiResult<Response> {
     let reason: Option<String> = body
         .reason
@@ -287,13 +335,14 @@ async fn fail_job(
 
 /// Extend a running job's lease; the answer says whether its ticket asked to cancel.
 #[utoipa::path(post, path = "/api/worker/jobs/{job_id}/heartbeat", tag = "queue",
-    params(("job_id" = Uuid, Path)), request_body = HeartbeatRequest,
+    params(("job_id" = Uuid, Path)), request_body = Option<HeartbeatBody>,
     security(("worker_token" = [])),
-    responses((status = 200, body = HeartbeatResponse), (status = 400), (status = 401), (status = 404), (status = 409)))]
+    responses((status = 200, body = HeartbeatResponse), (status = 404),
+        (status = 409, body = JobConflict, description = "The job is not running, or runs under another attempt")))]
 async fn heartbeat_job(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,
-    OptionalJsonBody(body): OptionalJsonBody<HeartbeatRequest>,
+    OptionalJsonBody(body): OptionalJsonBody<HeartbeatBody>,
 ) -> ApiResult<Response> {
     let lease = body.lease_seconds.map(u64::from);
     bounded_seconds(

@@ -236,13 +236,30 @@ async fn ticket_review(
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct TextBody {
+/// Body of a comment on the pull request.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReviewComment)]
+struct CommentBody {
+    /// The comment (not blank; at most 60,000 characters are sent).
+    #[schema(required = true, value_type = String, pattern = r"\S")]
     body: Option<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Body of an approval (optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReviewApproval)]
+struct TextBody {
+    /// The review's text, when a non-empty string.
+    #[schema(value_type = Value, required = false)]
+    body: Option<Value>,
+}
+
+/// Body of a merge (optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReviewMerge)]
 struct MergeBody {
+    /// `merge`, `squash` or `rebase`; any other value merges.
+    #[schema(value_type = Value, required = false)]
     merge_method: Option<Value>,
 }
 
@@ -250,13 +267,14 @@ struct MergeBody {
 /// at once like a reviewer's (a review job is enqueued).
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/review/comment", tag = "review",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    request_body(content = Object, description = "{\"body\": \"…\"}"),
-    responses((status = 200, description = "{\"message\": \"Comment posted\"}"), (status = 400),
-        (status = 404), (status = 502)))]
+    request_body = CommentBody,
+    responses((status = 200, description = "{\"message\": \"Comment posted\"}"),
+        (status = 404, description = "Unknown ticket, or the ticket has no pull request"),
+        (status = 502, description = "GitHub failed (`error`, `detail`)")))]
 async fn post_comment(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
-    OptionalJsonBody(req): OptionalJsonBody<TextBody>,
+    OptionalJsonBody(req): OptionalJsonBody<CommentBody>,
 ) -> ReviewResult<Json<Value>> {
     ticket_or_404(&state, pid, tid).await?;
     let text = req
@@ -309,9 +327,10 @@ async fn handle_ui_comment(
 /// Approve the ticket's pull request (GitHub refuses approving one's own pull request).
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/review/approve", tag = "review",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    request_body(content = Object, description = "{\"body\": \"…\"} (optional)"),
-    responses((status = 200, description = "{\"message\": \"PR approved\"}"), (status = 404),
-        (status = 502)))]
+    request_body = Option<TextBody>,
+    responses((status = 200, description = "{\"message\": \"PR approved\"}"),
+        (status = 404, description = "Unknown ticket, or the ticket has no pull request"),
+        (status = 502, description = "GitHub failed (`error`, `detail`)")))]
 async fn approve(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
@@ -346,9 +365,10 @@ async fn approve(
 /// merges). A ticket in review moves to done at once.
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/review/merge", tag = "review",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    request_body(content = Object, description = "{\"merge_method\": \"merge|squash|rebase\"} (optional)"),
-    responses((status = 200, description = "{\"message\": \"PR merged\"}"), (status = 404),
-        (status = 502)))]
+    request_body = Option<MergeBody>,
+    responses((status = 200, description = "{\"message\": \"PR merged\"}"),
+        (status = 404, description = "Unknown ticket, or the ticket has no pull request"),
+        (status = 502, description = "GitHub failed (`error`, `detail`)")))]
 async fn merge(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,

@@ -203,7 +203,7 @@ async fn delete_ticket(
     Ok(Json(Message::new("Ticket deleted")))
 }
 
-/// A ticket's agent log, oldest first.
+/// A ticket's agent log, oldest first (an unknown ticket has none).
 #[utoipa::path(get, path = "/api/projects/{project_id}/tickets/{ticket_id}/logs", tag = "tickets",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
     responses((status = 200, body = [LogView])))]

@@ -10,15 +10,14 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use terarchitect_worker_api::{
-    CancelRequested, CompleteTicketResponse, EnqueueReviewRequest, JobState, LogResponse,
-    WorkerContext,
+    CancelRequested, CompleteTicketResponse, JobState, LogResponse, WorkerContext,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, OptionalJsonBody, PathParams};
+use super::extract::{JsonBody, OptionalJsonBody, PathParams, json_integer};
 use super::queue::job_state;
 use crate::context_cache::ContextVersion;
 use crate::db::{DbError, NewLog, NewReviewJob};
@@ -46,7 +45,7 @@ fn ticket_not_found() -> ApiError {
 #[utoipa::path(get, path = "/api/projects/{project_id}/tickets/{ticket_id}/worker-context", tag = "worker",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
     security(("worker_token" = [])),
-    responses((status = 200, body = WorkerContext), (status = 401), (status = 404)))]
+    responses((status = 200, body = WorkerContext), (status = 404)))]
 async fn get_worker_context(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
@@ -122,19 +121,25 @@ async fn build_worker_context(
 
 /// Body of a log POST; wrong field types are rejected.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = LogEntry)]
 struct LogBody {
+    /// Director session id (required; not blank).
+    #[schema(required = true, value_type = String, pattern = r"\S")]
     session_id: Option<String>,
+    /// Step name (blank: `step`; truncated to 100 characters).
     step: Option<String>,
+    /// One-line summary.
     summary: Option<String>,
+    /// Full prompt or output.
     raw_output: Option<String>,
 }
 
 /// Append an entry to the ticket's agent log.
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/logs", tag = "worker",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    request_body = terarchitect_worker_api::LogEntry,
+    request_body = LogBody,
     security(("worker_token" = [])),
-    responses((status = 200, body = LogResponse), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = LogResponse), (status = 404)))]
 async fn post_log(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
@@ -173,12 +178,22 @@ async fn post_log(
     }))
 }
 
-/// Body of ticket complete: values are read leniently, as the original does.
-#[derive(Debug, Default, Deserialize)]
+/// Body of ticket complete (optional): values are read leniently, as the original does.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = CompleteTicketRequest)]
 struct CompleteBody {
+    /// URL of the opened pull request (recorded with the number when given).
+    #[schema(value_type = Option<String>)]
     pr_url: Option<Value>,
+    /// Number of the opened pull request: an integer, or a string holding one; any other
+    /// value is stored as no number.
+    #[schema(value_type = Value, required = false)]
     pr_number: Option<Value>,
+    /// Summary of the work (kept in the ticket's log).
+    #[schema(value_type = Option<String>)]
     summary: Option<Value>,
+    /// Review flow: the reply posted on the pull request (kept in the ticket's log).
+    #[schema(value_type = Option<String>)]
     review_comment_body: Option<Value>,
 }
 
@@ -206,9 +221,9 @@ fn lenient_int(v: Option<&Value>) -> Option<i32> {
 /// recorded when `pr_url` is given. The summary and review reply are kept in the ticket's log.
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/complete", tag = "worker",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    request_body = terarchitect_worker_api::CompleteTicketRequest,
+    request_body = Option<CompleteBody>,
     security(("worker_token" = [])),
-    responses((status = 200, body = CompleteTicketResponse), (status = 400), (status = 401), (status = 404)))]
+    responses((status = 200, body = CompleteTicketResponse), (status = 404)))]
 async fn complete_ticket(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
@@ -250,7 +265,7 @@ async fn complete_ticket(
 #[utoipa::path(get, path = "/api/projects/{project_id}/tickets/{ticket_id}/cancel-requested", tag = "worker",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
     security(("worker_token" = [])),
-    responses((status = 200, body = CancelRequested), (status = 401), (status = 404)))]
+    responses((status = 200, body = CancelRequested), (status = 404)))]
 async fn cancel_requested(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
@@ -265,10 +280,18 @@ async fn cancel_requested(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Body of a review job.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = EnqueueReviewRequest)]
 struct ReviewBody {
+    /// Pull request number (required).
+    #[schema(required = true, value_type = i32, minimum = 1, maximum = 2147483647)]
     pr_number: Option<Value>,
+    /// The reviewer's comment.
+    #[schema(value_type = Option<String>)]
     comment_body: Option<Value>,
+    /// GitHub id of the comment.
+    #[schema(value_type = Option<i64>)]
     github_comment_id: Option<Value>,
 }
 
@@ -276,9 +299,10 @@ struct ReviewBody {
 /// 409 when the ticket already has a pending or running job.
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets/{ticket_id}/review-jobs", tag = "worker",
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    request_body = EnqueueReviewRequest,
+    request_body = ReviewBody,
     security(("worker_token" = [])),
-    responses((status = 201, body = JobState), (status = 400), (status = 401), (status = 404), (status = 409)))]
+    responses((status = 201, body = JobState), (status = 404),
+        (status = 409, description = "The ticket already has a pending or running job (`job_id`)")))]
 async fn enqueue_review_job(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
@@ -287,7 +311,7 @@ async fn enqueue_review_job(
     let pr_number = body
         .pr_number
         .as_ref()
-        .and_then(Value::as_i64)
+        .and_then(json_integer)
         .filter(|n| *n > 0)
         .and_then(|n| i32::try_from(n).ok())
         .ok_or_else(|| ApiError::bad_request("pr_number (positive integer) is required"))?;
@@ -295,7 +319,7 @@ async fn enqueue_review_job(
     let github_comment_id = match body.github_comment_id {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            v.as_i64()
+            json_integer(&v)
                 .ok_or_else(|| ApiError::bad_request("github_comment_id must be an integer"))?,
         ),
     };

@@ -4,6 +4,7 @@ mod auth;
 mod common;
 mod errors;
 mod first_run;
+mod openapi;
 mod projects;
 mod queue;
 mod review;
