@@ -217,19 +217,25 @@ async fn hand_applied_agentjobs_are_kept_until_their_own_ttl() {
     api.create(&pp, &hand_made("forever", Some(0), vec![]))
         .await
         .unwrap();
-    for name in ["short", "default-ttl", "forever"] {
-        h.wait_agentjob(name, "finished", AgentJob::is_finished)
-            .await;
-    }
-
-    // Finished, and still there within its TTL.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let short = h.agentjob("short").expect("kept within its TTL");
-    assert_eq!(short.status.unwrap().phase, Some(Phase::Succeeded));
+    // Finished, and kept for its TTL (3 s from its finish time), then deleted.
+    let short = h
+        .wait_agentjob("short", "finished", AgentJob::is_finished)
+        .await;
+    let status = short.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    let finished_at = status.finish_time.unwrap().0;
     h.wait_until("the short-lived AgentJob is deleted", |k| {
         k.get::<AgentJob>(NS, "short").is_none()
     })
     .await;
+    let kept = k8s_openapi::jiff::Timestamp::now()
+        .duration_since(finished_at)
+        .as_secs_f64();
+    assert!(kept >= 2.9, "kept {kept:.2} s of a 3 s TTL");
+    for name in ["default-ttl", "forever"] {
+        h.wait_agentjob(name, "finished", AgentJob::is_finished)
+            .await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.agentjob("default-ttl").is_some(), "a day has not passed");
     assert!(h.agentjob("forever").is_some(), "0 keeps it forever");
