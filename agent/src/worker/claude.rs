@@ -2,7 +2,9 @@
 //! [--resume <session>]` in the project directory, with `ANTHROPIC_API_KEY` from
 //! `WORKER_API_KEY` (unless it is `dummy`). The process is killed when its call is dropped
 //! (cancellation) or times out. The CLI's environment is the allowlist of
-//! [`crate::sandbox::worker_env`] plus `ANTHROPIC_API_KEY`: no other secret reaches it.
+//! [`crate::sandbox::worker_env`] plus `ANTHROPIC_BASE_URL` pointing at the agent's key proxy and
+//! `ANTHROPIC_API_KEY=dummy`: the proxy adds the real key (`x-api-key`) on its way to Anthropic
+//! (or the agent's own `ANTHROPIC_BASE_URL`), so no secret reaches the CLI.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,8 +13,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::WorkerError;
+use super::proxy::{KeyProxy, KeyStyle};
 use crate::config::{Env, Secret, Settings};
 use crate::sandbox::worker_command;
+
+/// Anthropic's API, unless the agent's environment sets `ANTHROPIC_BASE_URL`.
+pub const ANTHROPIC_API: &str = "https://api.anthropic.com";
 
 /// Tools the worker may use.
 pub const ALLOWED_TOOLS: &str = "Bash,Read,Edit,Write,MultiEdit,Glob,Grep,LS";
@@ -26,6 +32,7 @@ pub struct ClaudeWorker {
     directory: PathBuf,
     timeout: Duration,
     env: Env,
+    proxy: Option<KeyProxy>,
     session: Option<String>,
     turns: u32,
 }
@@ -35,6 +42,7 @@ impl ClaudeWorker {
     pub fn new(settings: &Settings, project_dir: &Path, env: Env) -> Self {
         Self {
             env,
+            proxy: None,
             bin: settings.claude_bin.clone(),
             model: settings.worker_model.clone(),
             api_key: settings.worker_api_key.clone(),
@@ -88,6 +96,37 @@ impl ClaudeWorker {
         }
     }
 
+    /// The real key: `WORKER_API_KEY`, or with `dummy` an `ANTHROPIC_API_KEY` the agent was
+    /// given.
+    fn real_key(&self) -> Option<Secret> {
+        match &self.api_key {
+            Some(key) if key.expose() != "dummy" => Some(key.clone()),
+            _ => self.env.get("ANTHROPIC_API_KEY").map(Secret::new),
+        }
+    }
+
+    /// `ANTHROPIC_BASE_URL` (the key proxy, started on first use) and a dummy
+    /// `ANTHROPIC_API_KEY`; nothing without a key.
+    async fn key_env(&mut self) -> Result<Vec<(&'static str, String)>, WorkerError> {
+        let Some(key) = self.real_key() else {
+            return Ok(Vec::new());
+        };
+        if self.proxy.is_none() {
+            let upstream = self.env.get("ANTHROPIC_BASE_URL").unwrap_or(ANTHROPIC_API);
+            let proxy = KeyProxy::start(upstream, key, KeyStyle::XApiKey)
+                .await
+                .map_err(|e| {
+                    WorkerError::Unavailable(format!("cannot start the Anthropic key proxy: {e}"))
+                })?;
+            self.proxy = Some(proxy);
+        }
+        let url = self.proxy.as_ref().map(|p| p.url().to_owned());
+        Ok(vec![
+            ("ANTHROPIC_BASE_URL", url.unwrap_or_default()),
+            ("ANTHROPIC_API_KEY", "dummy".to_owned()),
+        ])
+    }
+
     /// Runs one prompt.
     pub async fn send(&mut self, prompt: &str, resume: bool) -> Result<String, WorkerError> {
         let mut cmd = worker_command(&self.bin, &self.env);
@@ -99,16 +138,8 @@ impl ClaudeWorker {
         if self.directory.is_dir() {
             cmd.current_dir(&self.directory);
         }
-        match &self.api_key {
-            Some(key) if key.expose() != "dummy" => {
-                cmd.env("ANTHROPIC_API_KEY", key.expose());
-            }
-            // `dummy` keeps an ANTHROPIC_API_KEY the agent was given.
-            _ => {
-                if let Some(k) = self.env.get("ANTHROPIC_API_KEY") {
-                    cmd.env("ANTHROPIC_API_KEY", k);
-                }
-            }
+        for (k, v) in self.key_env().await? {
+            cmd.env(k, v);
         }
         let child = cmd.spawn().map_err(|e| {
             WorkerError::Unavailable(format!("claude CLI not found ({}): {e}", self.bin))
@@ -192,15 +223,51 @@ mod tests {
         let bin = dir.path().join("claude");
         std::fs::write(
             &bin,
-            "#!/bin/sh\nif [ \"$2\" = fail ]; then echo boom >&2; exit 3; fi\nif [ \"$2\" = text ]; then echo plain; exit 0; fi\necho \"{\\\"session_id\\\":\\\"abc\\\",\\\"result\\\":\\\" key=$ANTHROPIC_API_KEY gh=$GITHUB_TOKEN \\\"}\"\n",
+            "#!/bin/sh\nif [ \"$2\" = fail ]; then echo boom >&2; exit 3; fi\nif [ \"$2\" = text ]; then echo plain; exit 0; fi\necho \"{\\\"session_id\\\":\\\"abc\\\",\\\"result\\\":\\\" key=$ANTHROPIC_API_KEY base=$ANTHROPIC_BASE_URL gh=$GITHUB_TOKEN \\\"}\"\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut w = worker("");
         w.bin = bin.to_string_lossy().into_owned();
-        // The key arrives; no other secret does.
-        assert_eq!(w.send("go", false).await.unwrap(), "key=sk-ant-123456 gh=");
+        // No secret arrives: a dummy key and the agent's key proxy, which adds the real key on
+        // its way to Anthropic (here a fake upstream).
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let s2 = seen.clone();
+        let upstream = axum::Router::new().route(
+            "/v1/messages",
+            axum::routing::post(move |h: axum::http::HeaderMap| {
+                let seen = s2.clone();
+                async move {
+                    let key = h.get("x-api-key").and_then(|v| v.to_str().ok());
+                    seen.lock()
+                        .unwrap()
+                        .push(key.unwrap_or_default().to_owned());
+                    "{}"
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, upstream).await });
+        w.env.set("ANTHROPIC_BASE_URL", &upstream_url);
+        let out = w.send("go", false).await.unwrap();
+        let base = out
+            .strip_prefix("key=dummy base=")
+            .and_then(|r| r.strip_suffix(" gh="))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            base.starts_with("http://127.0.0.1:") && base != upstream_url,
+            "{out}"
+        );
+        let r = reqwest::Client::new()
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", "dummy")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(seen.lock().unwrap().as_slice(), ["sk-ant-123456"]);
         assert_eq!(w.session.as_deref(), Some("abc"));
         assert_eq!(w.send("text", true).await.unwrap(), "plain");
         let err = w.send("fail", true).await.unwrap_err();
