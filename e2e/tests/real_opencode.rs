@@ -322,27 +322,31 @@ fn f_basic_auth_protects_opencode_serve() {
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        let anonymous = terarchitect_e2e::eventually(
-            "opencode serve to answer",
-            Duration::from_secs(60),
-            || async { http.get(&health).send().await.ok().map(|r| r.status()) },
-        )
-        .await;
-        assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
-        let wrong = http
-            .get(&health)
-            .basic_auth("opencode", Some("wrong"))
-            .send()
-            .await
-            .expect("opencode serve answers");
-        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-        let right = http
-            .get(&health)
-            .basic_auth("opencode", Some(&password))
-            .send()
-            .await
-            .expect("opencode serve answers");
-        assert_eq!(right.status(), StatusCode::OK);
+        // OpenCode leaves some requests of its first seconds unanswered: each probe is retried
+        // until it gets an answer.
+        let status = |password: Option<&'static str>| {
+            let (http, health) = (http.clone(), health.clone());
+            let real = w.secrets.opencode_password.clone();
+            async move {
+                terarchitect_e2e::eventually(
+                    "opencode serve to answer",
+                    Duration::from_secs(60),
+                    || {
+                        let mut req = http.get(&health);
+                        match password {
+                            Some("right") => req = req.basic_auth("opencode", Some(&real)),
+                            Some(p) => req = req.basic_auth("opencode", Some(p)),
+                            None => {}
+                        }
+                        async move { req.send().await.ok().map(|r| r.status()) }
+                    },
+                )
+                .await
+            }
+        };
+        assert_eq!(status(None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(Some("wrong")).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(Some("right")).await, StatusCode::OK);
         let run = run.wait().await;
         assert_pull_request(&w, ticket, &run).await;
     });
