@@ -542,8 +542,8 @@ impl RealWorld {
         git_lines(&self.git.remote, &["show", &format!("{branch}:{path}")]).join("\n")
     }
 
-    /// Moves `ticket` to In Progress, claims its job as the operator does and starts the agent.
-    pub async fn start_run(&mut self, ticket: Uuid, opts: RunOptions) -> AgentRun {
+    /// Moves `ticket` to In Progress and claims its job with the worker key, as the operator.
+    async fn claim(&self, ticket: Uuid) -> Value {
         self.move_ticket(self.project, ticket, "in_progress").await;
         let (status, claim) = self
             .api
@@ -555,17 +555,32 @@ impl RealWorld {
             .await;
         assert_eq!(status, StatusCode::OK, "claim: {claim}");
         assert_eq!(claim["ticket_id"], ticket.to_string(), "{claim}");
+        claim
+    }
+
+    /// A fresh, private directory for the next run, with `home`, `tmp` and `ws`, owned by the
+    /// agent's user.
+    fn run_dir(&mut self) -> PathBuf {
         self.runs += 1;
         let root = self.dir.path().join(format!("run-{}", self.runs));
-        let home = root.join("home");
-        let tmp = root.join("tmp");
-        let ws = root.join("ws");
-        for d in [&home, &tmp, &ws] {
-            std::fs::create_dir_all(d).expect("creating the agent's directories");
+        for d in ["home", "tmp", "ws"] {
+            std::fs::create_dir_all(root.join(d)).expect("creating the agent's directories");
         }
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         chown_tree(&root, self.agent_user);
-        let run_token = claim["run_token"].as_str().map(str::to_owned);
+        root
+    }
+
+    /// The agent's environment: the claim's `agent_env` with the run token as the worker key
+    /// (as the operator's Secret), the pod's variables, local directories and test knobs.
+    fn agent_env(
+        &self,
+        ticket: Uuid,
+        claim: &Value,
+        root: &Path,
+        port: u16,
+        opts: RunOptions,
+    ) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = claim["agent_env"]
             .as_object()
             .into_iter()
@@ -573,37 +588,24 @@ impl RealWorld {
             .filter(|_| !opts.by_hand)
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
             .collect();
-        // As the operator: the run token replaces the worker key.
-        if let (Some(t), false) = (&run_token, opts.by_hand) {
-            env.insert("TERARCHITECT_WORKER_API_KEY".into(), t.clone());
-        } else {
-            env.insert(
-                "TERARCHITECT_WORKER_API_KEY".into(),
-                self.secrets.worker_key.clone(),
-            );
-        }
-        let port = closed_port();
-        let termination = root.join("termination-log");
+        let key = match (claim["run_token"].as_str(), opts.by_hand) {
+            (Some(t), false) => t.to_owned(),
+            _ => self.secrets.worker_key.clone(),
+        };
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let path = |p: &str| root.join(p).to_string_lossy().into_owned();
         for (k, v) in [
+            ("TERARCHITECT_WORKER_API_KEY", key),
             ("TICKET_ID", ticket.to_string()),
             ("PROJECT_ID", self.project.to_string()),
-            (
-                "JOB_ID",
-                claim["job_id"].as_str().unwrap_or_default().to_owned(),
-            ),
+            ("JOB_ID", text(&claim["job_id"])),
             ("JOB_KIND", "ticket".to_owned()),
-            (
-                "REPO_URL",
-                claim["repo_url"].as_str().unwrap_or_default().to_owned(),
-            ),
+            ("REPO_URL", text(&claim["repo_url"])),
             ("TERARCHITECT_API_URL", self.api.base.clone()),
-            ("AGENT_WORKSPACE", ws.to_string_lossy().into_owned()),
-            ("HOME", home.to_string_lossy().into_owned()),
-            ("TMPDIR", tmp.to_string_lossy().into_owned()),
-            (
-                "TERARCHITECT_TERMINATION_LOG",
-                termination.to_string_lossy().into_owned(),
-            ),
+            ("AGENT_WORKSPACE", path("ws")),
+            ("HOME", path("home")),
+            ("TMPDIR", path("tmp")),
+            ("TERARCHITECT_TERMINATION_LOG", path("termination-log")),
             ("OPENCODE_BIN", self.opencode.to_string_lossy().into_owned()),
             ("OPENCODE_SERVER_PORT", port.to_string()),
             ("GITHUB_API_URL", self.gh.url.clone()),
@@ -618,16 +620,24 @@ impl RealWorld {
         ] {
             env.insert(k.to_owned(), v);
         }
-        for (k, v) in opts.env {
-            env.insert(k, v);
-        }
+        env.extend(opts.env);
+        env
+    }
+
+    /// Moves `ticket` to In Progress, claims its job as the operator does and starts the agent
+    /// (`terarchitect-agent entrypoint`) as the agent's user.
+    pub async fn start_run(&mut self, ticket: Uuid, opts: RunOptions) -> AgentRun {
+        let claim = self.claim(ticket).await;
+        let root = self.run_dir();
+        let port = closed_port();
+        let env = self.agent_env(ticket, &claim, &root, port, opts);
         let log = self.dir.path().join(format!("agent-{}.log", self.runs));
         let file = std::fs::File::create(&log).expect("the agent's log");
         let mut cmd = Command::new(&self.agent);
         cmd.arg("entrypoint")
             .env_clear()
             .envs(&env)
-            .current_dir(&ws)
+            .current_dir(root.join("ws"))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("a file handle"))
             .stderr(file)
@@ -643,9 +653,9 @@ impl RealWorld {
             child,
             started,
             log,
-            termination,
+            termination: root.join("termination-log"),
             port,
-            run_token,
+            run_token: claim["run_token"].as_str().map(str::to_owned),
             job_id: claim["job_id"].as_str().unwrap_or_default().to_owned(),
             root,
         }
