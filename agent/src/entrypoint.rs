@@ -128,9 +128,24 @@ impl Children {
         self.logs.push(log);
     }
 
-    /// Stops every child, newest first: SIGTERM to its process group, SIGKILL after `grace`.
+    /// Stops the children called `name` (see [`Children::stop_all`]).
+    pub async fn stop_named(&mut self, name: &str, grace: Duration) {
+        let (matching, rest) = std::mem::take(&mut self.list)
+            .into_iter()
+            .partition(|(n, _)| n == name);
+        self.list = rest;
+        let mut some = Children {
+            list: matching,
+            logs: Vec::new(),
+        };
+        some.stop_all(grace).await;
+    }
+
+    /// Stops every child, newest first: SIGTERM to its process group, SIGKILL after `grace`;
+    /// then SIGKILL to the group, for what the child left running in it.
     pub async fn stop_all(&mut self, grace: Duration) {
         while let Some((name, mut child)) = self.list.pop() {
+            let pgid = child.id().map(|p| p as i32);
             if let Some(pid) = child.id() {
                 // SAFETY: kill(2) with a negative pid signals the child's own process group.
                 unsafe {
@@ -148,6 +163,13 @@ impl Children {
                         }
                     }
                     let _ = child.kill().await;
+                }
+            }
+            if let Some(g) = pgid {
+                // SAFETY: as above; the group outlives its leader only through what it left
+                // running (background processes of the worker's tools).
+                unsafe {
+                    libc::kill(-g, libc::SIGKILL);
                 }
             }
         }
@@ -288,6 +310,14 @@ impl OpenCodeLauncher<'_> {
 }
 
 impl WorkerSetup for OpenCodeLauncher<'_> {
+    async fn release(&mut self) {
+        // `opencode serve` and the tools it left running in its process group; the key proxy.
+        self.children
+            .stop_named("opencode", Duration::from_secs(5))
+            .await;
+        self.proxy = None;
+    }
+
     async fn prepare(
         &mut self,
         settings: &Settings,

@@ -38,6 +38,10 @@ pub trait WorkerSetup {
         repo_dir: &Path,
         control: &RunControl,
     ) -> impl Future<Output = Result<WorkerEndpoint, Failure>> + Send;
+
+    /// Stops what `prepare` started, once the worker is no longer needed (before anything is
+    /// pushed: a process the worker left behind must not be running while git holds the token).
+    fn release(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// No preparation: the worker is expected to be running already (`OPENCODE_SERVER_URL`) or to be
@@ -54,6 +58,8 @@ impl WorkerSetup for NoSetup {
     ) -> Result<WorkerEndpoint, Failure> {
         Ok(WorkerEndpoint::default())
     }
+
+    async fn release(&mut self) {}
 }
 
 /// Runs a job to its end. Never panics on bad input; every ending is a [`RunResult`].
@@ -437,6 +443,9 @@ async fn execute<S: WorkerSetup>(
         None => director.run_ticket().await,
         Some(_) => director.run_review().await,
     };
+    // The worker's part is over: stop it (and what it left running) before git uses the token.
+    director.release_worker().await;
+    setup.release().await;
     let summary = match outcome {
         Ok(s) => s,
         Err(f) => {

@@ -617,10 +617,11 @@ async fn missing_input_and_settings_are_misconfigured() {
 async fn claude_code_worker_mode_runs_the_cli() {
     let mut h = Harness::new("Project setup", &[DONE]).await;
     let bin = h.dir.path().join("claude");
+    let leftover = h.dir.path().join("claude-leftover.txt");
     // A fake CLI: creates a file in its working directory and answers in JSON.
     std::fs::write(
         &bin,
-        "#!/bin/sh\n[ \"$1\" = --version ] && exit 0\nmkdir -p src && echo hi > src/setup.txt\necho '{\"session_id\":\"c1\",\"result\":\"created src/setup.txt\"}'\n",
+        format!("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\nmkdir -p src && echo hi > src/setup.txt\nsleep 300 >/dev/null 2>&1 &\necho $! > '{}'\necho '{{\"session_id\":\"c1\",\"result\":\"created src/setup.txt\"}}'\n", leftover.display()),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -634,6 +635,15 @@ async fn claude_code_worker_mode_runs_the_cli() {
     assert!(
         h.remote_files(&h.branch())
             .contains(&"src/setup.txt".to_owned())
+    );
+    // What its tools left running was killed once the worker was done.
+    let pid = std::fs::read_to_string(&leftover).unwrap();
+    let pid = pid.trim();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the leftover process {pid} still runs"
     );
 }
 
@@ -672,6 +682,14 @@ async fn fake_opencode_process() {
     )
     .await;
     eprintln!("fake opencode: listening on {}", oc.url);
+    if let Some(file) = env_var("FAKE_OPENCODE_LEFTOVER") {
+        // A process a tool left running in the background (same process group).
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        std::fs::write(file, child.id().to_string()).unwrap();
+    }
     if env_var("FAKE_OPENCODE_BEHAVIOUR").as_deref() == Some("unknown-model") {
         oc.push(OcBehaviour::UnknownError);
         eprintln!(
@@ -923,12 +941,14 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
     let record = h.dir.path().join("opencode-config.json");
     let env_dump = h.dir.path().join("opencode-env.txt");
     let times = h.dir.path().join("opencode-times.txt");
+    let leftover = h.dir.path().join("opencode-leftover.txt");
     let script = fake_opencode_script(
         &h,
         &[
             ("FAKE_OPENCODE_RECORD", record.to_str().unwrap()),
             ("FAKE_OPENCODE_ENV_DUMP", env_dump.to_str().unwrap()),
             ("FAKE_OPENCODE_TIMES", times.to_str().unwrap()),
+            ("FAKE_OPENCODE_LEFTOVER", leftover.to_str().unwrap()),
             // The real server never answers requests of its first ~0.3 s; the fake: its first
             // second.
             ("FAKE_OPENCODE_BLACKHOLE_MS", "1000"),
@@ -972,6 +992,15 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
         .filter(|n| n.starts_with("terarchitect-opencode"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+
+    // What the worker left running is gone (its process group was killed before the push).
+    let pid = std::fs::read_to_string(&leftover).unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the leftover process {pid} still runs"
+    );
 
     // Start-up: from the process start to the first session, not 10 s per unanswered probe.
     let t = std::fs::read_to_string(&times).unwrap();

@@ -165,6 +165,11 @@ impl Director {
         &self.repo
     }
 
+    /// Stops the worker's leftover processes (see [`Worker::release`]).
+    pub async fn release_worker(&mut self) {
+        self.worker.release().await;
+    }
+
     /// Checks that the worker is reachable.
     pub async fn check_worker(&self) -> Result<(), Failure> {
         self.control

@@ -33,6 +33,8 @@ pub struct ClaudeWorker {
     timeout: Duration,
     env: Env,
     proxy: Option<KeyProxy>,
+    /// Process groups of the calls so far (killed by [`ClaudeWorker::kill_leftovers`]).
+    groups: Vec<i32>,
     session: Option<String>,
     turns: u32,
 }
@@ -43,6 +45,7 @@ impl ClaudeWorker {
         Self {
             env,
             proxy: None,
+            groups: Vec::new(),
             bin: settings.claude_bin.clone(),
             model: settings.worker_model.clone(),
             api_key: settings.worker_api_key.clone(),
@@ -127,6 +130,17 @@ impl ClaudeWorker {
         ])
     }
 
+    /// Kills the process groups of every call (background processes its tools left running).
+    pub fn kill_leftovers(&mut self) {
+        for pgid in self.groups.drain(..) {
+            // SAFETY: kill(2) with a negative pid signals that process group; the group ids are
+            // the CLI processes this worker started.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+
     /// Runs one prompt.
     pub async fn send(&mut self, prompt: &str, resume: bool) -> Result<String, WorkerError> {
         let mut cmd = worker_command(&self.bin, &self.env);
@@ -141,9 +155,14 @@ impl ClaudeWorker {
         for (k, v) in self.key_env().await? {
             cmd.env(k, v);
         }
+        // Its own process group: what its tools leave running can be found (and killed) later.
+        cmd.process_group(0);
         let child = cmd.spawn().map_err(|e| {
             WorkerError::Unavailable(format!("claude CLI not found ({}): {e}", self.bin))
         })?;
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            self.groups.push(pid);
+        }
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => return Err(WorkerError::Unavailable(format!("Claude Code failed: {e}"))),

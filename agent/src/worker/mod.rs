@@ -119,6 +119,14 @@ impl Worker {
         }
     }
 
+    /// Kills what the worker left running (Claude Code: the process groups of its calls; the
+    /// `opencode serve` the entrypoint started is stopped by the entrypoint).
+    pub async fn release(&mut self) {
+        if let Self::Claude(w) = self {
+            w.kill_leftovers();
+        }
+    }
+
     /// Stops the worker's current work after an interrupted call (OpenCode: aborts the
     /// session; Claude: the process was already killed when its call was dropped).
     pub async fn abort(&mut self) {
