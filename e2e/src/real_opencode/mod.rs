@@ -14,6 +14,9 @@
 //! Every secret is a distinctive string with a random part ([`Secrets`]), so a leak is found by
 //! searching for it, and nothing left on the machine by an earlier run can look like one.
 
+mod install;
+mod run;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,86 +27,18 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
 use terarchitect_test_fakes::{FakeGitHub, FakeLlm, GitRemote, ScriptedModel, closed_port};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use uuid::Uuid;
 
+pub use install::{
+    INSTALL_FAILED_MARKER, INSTALLED_BIN, OPENCODE_VERSION, agent_user, executable_by_others,
+    opencode_bin, reachable,
+};
+pub use run::{AgentRun, Finished, RUN_TIMEOUT, RunOptions};
+
 use crate::binaries::binaries;
-use crate::process::{die_with_parent, signal_group, tail};
-
-/// The OpenCode version the agent is tested with (`Dockerfile.agent`'s `OPENCODE_VERSION`).
-pub const OPENCODE_VERSION: &str = "1.18.33";
-/// The marker `scripts/install-opencode.sh` leaves when it could not install OpenCode.
-pub const INSTALL_FAILED_MARKER: &str = ".tools/opencode/INSTALL_FAILED";
-/// Where `scripts/install-opencode.sh` installs the binary.
-pub const INSTALLED_BIN: &str = ".tools/opencode/node_modules/.bin/opencode";
-/// Longest wait for one agent run.
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(150);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the e2e crate is inside the repository")
-        .to_path_buf()
-}
-
-/// Says why the suite is skipped, once per process, on the real stderr (the test harness
-/// captures `eprintln!` of passing tests).
-fn skipped(why: &str) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), "SKIPPED (real OpenCode): {why}");
-    });
-}
-
-/// The `opencode` executable to test with: `OPENCODE_BIN`, else the one
-/// `scripts/install-opencode.sh` installed. `None` (after printing why, loudly) only when it is
-/// missing and the installer left its failure marker, or outside CI.
-///
-/// # Panics
-/// When it is missing under `CI=true` without the installer's failure marker, or when it is not
-/// version [`OPENCODE_VERSION`].
-pub fn opencode_bin() -> Option<PathBuf> {
-    let root = repo_root();
-    let bin = std::env::var_os("OPENCODE_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(INSTALLED_BIN));
-    if !bin.is_file() {
-        let marker = root.join(INSTALL_FAILED_MARKER);
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        if let Ok(reason) = std::fs::read_to_string(&marker) {
-            skipped(&format!(
-                "the real-OpenCode suite needs opencode-ai@{OPENCODE_VERSION}, which could not be installed: {}",
-                reason.trim()
-            ));
-            return None;
-        }
-        assert!(
-            !ci,
-            "{} does not exist and scripts/install-opencode.sh left no failure marker ({INSTALL_FAILED_MARKER}); \
-             run scripts/install-opencode.sh or set OPENCODE_BIN",
-            bin.display()
-        );
-        skipped(&format!(
-            "{} does not exist; run scripts/install-opencode.sh (or set OPENCODE_BIN) to run the real-OpenCode suite",
-            bin.display()
-        ));
-        return None;
-    }
-    let out = std::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .unwrap_or_else(|e| panic!("running {} --version: {e}", bin.display()));
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(
-        version,
-        OPENCODE_VERSION,
-        "{} is not the pinned OpenCode",
-        bin.display()
-    );
-    Some(bin)
-}
+use crate::process::die_with_parent;
+use install::chown_tree;
 
 /// The run's secrets: distinctive, with a random part.
 #[derive(Debug, Clone)]
@@ -162,93 +97,6 @@ pub fn leaks<'a>(text: &str, secrets: &[(&'a str, &str)]) -> Vec<&'a str> {
         .filter(|(_, s)| !s.is_empty() && text.contains(*s))
         .map(|(n, _)| *n)
         .collect()
-}
-
-/// The user the agent runs as: `nobody` (uid, gid) when the tests run as root, else the tests'
-/// own (`None`).
-pub fn agent_user() -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"nobody") && f.len() > 3)
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .flatten()
-    })
-}
-
-/// Gives `path` and everything below it to `owner`.
-fn chown_tree(path: &Path, owner: Option<(u32, u32)>) {
-    let Some((uid, gid)) = owner else { return };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
-    if path.is_dir() && !path.is_symlink() {
-        for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
-            chown_tree(&entry.path(), owner);
-        }
-    }
-}
-
-/// Whether a user other than the file's owner (and not in its group) can execute `path`: every
-/// directory on the way searchable by others, the file executable by others.
-pub fn executable_by_others(path: &Path) -> bool {
-    let Ok(real) = path.canonicalize() else {
-        return false;
-    };
-    let mode = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0)
-    };
-    mode(&real) & 0o001 != 0 && real.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
-}
-
-/// `path` where the agent's user can execute it: as is when it can, else a hard link (or copy)
-/// in a shared staging directory under the temp dir, reused while the file is unchanged.
-pub fn reachable(path: &Path, owner: Option<(u32, u32)>) -> PathBuf {
-    if owner.is_none() || executable_by_others(path) {
-        return path.to_path_buf();
-    }
-    let real = path.canonicalize().expect("the executable exists");
-    let meta = std::fs::metadata(&real).expect("the executable's metadata");
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("bin")
-        .to_owned();
-    let dir = std::env::temp_dir().join("terarchitect-e2e-bin");
-    std::fs::create_dir_all(&dir).expect("the staging directory");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let source = {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        real.hash(&mut h);
-        format!("{name}-{:016x}-", h.finish())
-    };
-    let staged = dir.join(format!("{source}{}-{mtime}", meta.len()));
-    if !staged.exists() {
-        // Older versions of the same executable go (a running one keeps its inode).
-        for old in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if old.file_name().to_string_lossy().starts_with(&source) {
-                let _ = std::fs::remove_file(old.path());
-            }
-        }
-        let tmp = dir.join(format!(".{name}-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        if std::fs::hard_link(&real, &tmp).is_err() {
-            std::fs::copy(&real, &tmp).expect("copying the executable");
-        }
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::rename(&tmp, &staged).expect("staging the executable");
-    }
-    staged
 }
 
 /// Git in a directory the tests may not own (the agent's), as the tests' user.
@@ -315,32 +163,6 @@ impl Api {
         body: Option<Value>,
     ) -> (StatusCode, Value) {
         self.call(Some(&self.worker), method, path, body).await
-    }
-}
-
-/// The environment of every agent, over the claim's (test-only knobs and executables).
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Extra agent environment.
-    pub env: Vec<(String, String)>,
-    /// Leave out the claim's `agent_env` (as an agent started by hand, with the worker key,
-    /// whose settings come from worker-context alone).
-    pub by_hand: bool,
-}
-
-impl RunOptions {
-    /// An agent started by hand (see [`RunOptions::by_hand`]).
-    pub fn by_hand() -> Self {
-        Self {
-            by_hand: true,
-            ..Self::default()
-        }
-    }
-
-    /// Sets an agent environment variable.
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.to_owned(), value.to_owned()));
-        self
     }
 }
 
@@ -679,141 +501,6 @@ impl Drop for RealWorld {
         if keep {
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("a temp dir"));
             eprintln!("kept {}", kept.keep().display());
-        }
-    }
-}
-
-/// Kills an `opencode serve --port <port>` the agent left behind (it runs in a process group of
-/// its own), found by its command line.
-fn kill_opencode_on(port: u16) {
-    let wanted = format!("serve\0--port\0{port}\0");
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&wanted) {
-            // SAFETY: kill(2) on a pid found above; no memory is touched.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// A running agent (its process group is killed when dropped).
-#[derive(Debug)]
-pub struct AgentRun {
-    child: Child,
-    /// When the agent was started.
-    pub started: Instant,
-    /// Its stdout and stderr.
-    pub log: PathBuf,
-    /// Its termination-message file.
-    pub termination: PathBuf,
-    /// The port of its `opencode serve`.
-    pub port: u16,
-    /// The claim's run token, when the server minted one.
-    pub run_token: Option<String>,
-    /// The queue job.
-    pub job_id: String,
-    /// The agent's directories (`home`, `tmp`, `ws`).
-    pub root: PathBuf,
-}
-
-/// An agent run that ended.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// Exit code (-1 when killed by a signal).
-    pub code: i32,
-    /// The termination line.
-    pub termination: String,
-    /// The agent's log.
-    pub log: String,
-    /// How long it ran.
-    pub elapsed: Duration,
-    /// The claim's run token.
-    pub run_token: Option<String>,
-    /// The agent's directories.
-    pub root: PathBuf,
-}
-
-impl Finished {
-    /// The agent's log and termination line, for assertion messages.
-    pub fn describe(&self) -> String {
-        let lines: Vec<&str> = self.log.lines().collect();
-        format!(
-            "exit {} after {:?}; termination: {}\n---- agent log (last 40 lines)\n{}",
-            self.code,
-            self.elapsed,
-            self.termination,
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        )
-    }
-}
-
-impl Drop for AgentRun {
-    fn drop(&mut self) {
-        // A scenario that failed mid-run leaves neither the agent nor its OpenCode behind.
-        if let Some(pid) = self.child.id() {
-            signal_group(pid, libc::SIGKILL);
-        }
-        kill_opencode_on(self.port);
-    }
-}
-
-impl AgentRun {
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Waits for the agent to end (killing it after [`RUN_TIMEOUT`]).
-    pub async fn wait(mut self) -> Finished {
-        let status = match tokio::time::timeout(RUN_TIMEOUT, self.child.wait()).await {
-            Ok(s) => s.ok(),
-            Err(_) => {
-                if let Some(pid) = self.pid() {
-                    signal_group(pid, libc::SIGKILL);
-                }
-                let _ = self.child.wait().await;
-                None
-            }
-        };
-        self.finish(status)
-    }
-
-    /// Stops the agent (SIGTERM to its group, SIGKILL after 10 s) and waits for it.
-    pub async fn stop(mut self) -> Finished {
-        if let Some(pid) = self.pid() {
-            signal_group(pid, libc::SIGTERM);
-        }
-        let status = match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-            Ok(s) => s.ok(),
-            Err(_) => None,
-        };
-        self.finish(status)
-    }
-
-    fn finish(mut self, status: Option<std::process::ExitStatus>) -> Finished {
-        if let Some(pid) = self.pid() {
-            signal_group(pid, libc::SIGKILL);
-        }
-        let _ = self.child.start_kill();
-        kill_opencode_on(self.port);
-        Finished {
-            code: status.and_then(|s| s.code()).unwrap_or(-1),
-            termination: std::fs::read_to_string(&self.termination)
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-            log: tail(&self.log, 400),
-            elapsed: self.started.elapsed(),
-            run_token: self.run_token.clone(),
-            root: self.root.clone(),
         }
     }
 }
