@@ -684,11 +684,11 @@ async fn fake_opencode_process() {
     eprintln!("fake opencode: listening on {}", oc.url);
     if let Some(file) = env_var("FAKE_OPENCODE_LEFTOVER") {
         // A process a tool left running in the background (same process group).
-        let child = std::process::Command::new("sleep")
-            .arg("300")
-            .spawn()
+        let out = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 >/dev/null 2>&1 & echo $!"])
+            .output()
             .unwrap();
-        std::fs::write(file, child.id().to_string()).unwrap();
+        std::fs::write(file, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     }
     if env_var("FAKE_OPENCODE_BEHAVIOUR").as_deref() == Some("unknown-model") {
         oc.push(OcBehaviour::UnknownError);
