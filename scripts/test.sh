@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "pinned OpenCode for the real-OpenCode e2e suite"
+scripts/install-opencode.sh
+
 step "cargo test"
 cargo test --workspace --locked
 
