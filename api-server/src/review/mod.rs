@@ -120,6 +120,15 @@ impl Review {
         args: ReviewArgs,
     ) -> Result<Self, reqwest::Error> {
         let github = GitHubClient::new(&args.github_api_url, metrics.clone())?;
+        if args
+            .github_webhook_secret
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
+            tracing::info!(
+                "GitHub webhook off (no GITHUB_WEBHOOK_SECRET): POST /api/github/webhook answers 503"
+            );
+        }
         let host = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "api-server".into());

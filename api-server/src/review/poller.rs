@@ -187,6 +187,11 @@ impl Review {
 /// Runs the poller until `shutdown`: a cycle at start, then every `interval` (longer while
 /// GitHub's rate limit is exhausted), only while this replica holds the lease.
 pub async fn run(review: Arc<Review>, interval: Duration, shutdown: CancellationToken) {
+    tracing::info!(
+        interval_sec = interval.as_secs(),
+        github_api = review.github().api_base(),
+        "PR poller started (one replica polls at a time)"
+    );
     loop {
         let mut delay = interval;
         let ttl = interval * 2 + Duration::from_secs(30);
