@@ -346,7 +346,43 @@ async fn the_background_poller_runs_on_its_interval(backend: Backend) {
     }
 }
 
+async fn a_cycle_covers_every_pull_request(backend: Backend) {
+    let w = ReviewWorld::start(backend).await;
+    let mut tickets = vec![(w.tid, 100)];
+    for i in 1..8u64 {
+        let t = ticket(&w.api, w.pid, &format!("T{i}")).await;
+        w.in_review(t, 100 + i).await;
+        tickets.push((t, 100 + i));
+    }
+    // Two merged, three with a new comment, one closed unmerged, two quiet.
+    w.gh.merge_pull(101);
+    w.gh.merge_pull(105);
+    for n in [102, 103, 107] {
+        w.gh.add_issue_comment(n, "alice", &format!("Fix #{n}"));
+    }
+    w.gh.update_pull(104, json!({"state": "closed"}));
+    let report = poll(&w).await;
+    assert_eq!(
+        (report.prs, report.done, report.enqueued, report.errors),
+        (8, 2, 3, 0),
+        "{report:?}"
+    );
+    for (t, n) in tickets {
+        let column = w.column(t).await;
+        let jobs = w.review_jobs(t).await;
+        match n {
+            101 | 105 => assert_eq!(column, "done"),
+            102 | 103 | 107 => {
+                assert_eq!(jobs.len(), 1, "#{n}");
+                assert_eq!(jobs[0]["comment_body"], format!("Fix #{n}"));
+            }
+            _ => assert!(column == "in_review" && jobs.is_empty(), "#{n}"),
+        }
+    }
+}
+
 on_both_backends!(
+    a_cycle_covers_every_pull_request,
     merged_pull_request_finishes_the_ticket,
     approved_pull_request_finishes_the_ticket,
     a_human_comment_enqueues_exactly_one_review_job,
