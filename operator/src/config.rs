@@ -219,6 +219,13 @@ pub struct RunConfig {
     #[arg(long, env = "AGENT_MEMORY_LIMIT")]
     pub agent_memory_limit: Option<String>,
 
+    /// YAML file with the operator-wide agent pod template (a PodTemplateSpec: nodeSelector,
+    /// tolerations, runtimeClassName, extra volumes, sidecars...), merged over every agent pod
+    /// before the AgentJob's own spec.podTemplate. Read at start; an invalid file stops the
+    /// operator.
+    #[arg(long, env = "AGENT_POD_TEMPLATE_FILE")]
+    pub agent_pod_template_file: Option<std::path::PathBuf>,
+
     /// Service account of agent pods (its token is never mounted).
     #[arg(long, env = "AGENT_SERVICE_ACCOUNT")]
     pub agent_service_account: Option<String>,
@@ -317,6 +324,31 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The operator-wide agent pod template from AGENT_POD_TEMPLATE_FILE, checked (`None`
+    /// without a file, or for an empty one).
+    pub fn agent_pod_template(
+        &self,
+    ) -> Result<Option<k8s_openapi::api::core::v1::PodTemplateSpec>, ConfigError> {
+        let Some(path) = self
+            .agent_pod_template_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("AGENT_POD_TEMPLATE_FILE {}: {e}", path.display())))?;
+        let template = crate::pod_template::parse(&text).map_err(|e| {
+            ConfigError(format!(
+                "AGENT_POD_TEMPLATE_FILE {} is not a pod template: {e}",
+                path.display()
+            ))
+        })?;
+        crate::pod_template::check(&template, crate::pod_template::Origin::Default)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok((template != Default::default()).then_some(template))
     }
 
     /// The API URL agent pods use, without a trailing slash.

@@ -1,7 +1,7 @@
 //! The `AgentJob` custom resource (`terarchitect.io/v1alpha1`): one agent run of a ticket or a
 //! review, turned by the reconciler into a `batch/v1` Job.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::crd::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
@@ -116,9 +116,32 @@ pub struct AgentJobSpec {
     /// (settings and tokens such as GITHUB_TOKEN, AGENT_API_KEY, WORKER_API_KEY).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from_secrets: Vec<String>,
+    /// Pod template merged over the agent pod the operator builds (after the operator-wide
+    /// default template): maps merge, lists of named items (containers, volumes, env, ...) merge
+    /// by name, scalars replace. Fields the operator owns (the agent container's command, args,
+    /// envFrom and the run's env variables, restartPolicy, automountServiceAccountToken, the
+    /// operator's labels) and host or service-account access are refused with InvalidSpec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_template_schema")]
+    pub pod_template: Option<PodTemplateSpec>,
     /// Set to true to stop the run: the Job is deleted and the AgentJob ends `Cancelled`.
     #[serde(default)]
     pub cancel: bool,
+}
+
+/// The upstream PodTemplateSpec schema (structural, `kubectl explain`-able), except that a
+/// template's pod spec need not list containers: it is merged over the operator's pod.
+fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = <PodTemplateSpec as JsonSchema>::json_schema(generator);
+    if let Some(spec) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("spec"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        spec.remove("required");
+    }
+    schema.insert("nullable".to_owned(), true.into());
+    schema
 }
 
 /// Lifecycle phase of an AgentJob.
@@ -353,6 +376,7 @@ mod tests {
             timeout_seconds: None,
             ttl_seconds_after_finished: None,
             env_from_secrets: vec![],
+            pod_template: None,
             cancel: false,
         }
     }

@@ -105,6 +105,7 @@ fn agentjob_spec(job: &ClaimedJob, secret_name: String) -> AgentJobSpec {
         timeout_seconds: None,
         ttl_seconds_after_finished: None,
         env_from_secrets: vec![secret_name],
+        pod_template: None,
         cancel: false,
     }
 }

@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::config::{DockerMode, RunConfig};
 use crate::crd::{AgentJob, AgentJobKind};
+use crate::pod_template::{self, Origin, TemplateError};
 
 /// Label naming the AgentJob a Job, Pod or Secret belongs to.
 pub const LABEL_AGENTJOB: &str = "terarchitect.io/agentjob";
@@ -52,6 +53,8 @@ pub struct JobDefaults {
     pub service_account: Option<String>,
     pub ttl_seconds: i32,
     pub default_deadline_seconds: i64,
+    /// The operator-wide pod template (AGENT_POD_TEMPLATE_FILE), merged over every agent pod.
+    pub pod_template: Option<PodTemplateSpec>,
 }
 
 impl JobDefaults {
@@ -97,6 +100,7 @@ impl JobDefaults {
             service_account: cfg.agent_service_account.clone().filter(|s| !s.is_empty()),
             ttl_seconds: cfg.job_ttl_sec,
             default_deadline_seconds: cfg.worker_timeout_sec + cfg.deadline_margin_sec,
+            pod_template: None,
         }
     }
 }
@@ -154,8 +158,47 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-/// Builds the Job running `aj`, owned by it.
-pub fn build_job(aj: &AgentJob, d: &JobDefaults) -> Job {
+/// Builds the Job running `aj`, owned by it: the operator's pod, then the operator-wide pod
+/// template and the AgentJob's own `image`, `resources` and `podTemplate` merged over it (see
+/// [`crate::pod_template`]). A template that sets a field the operator owns is refused.
+pub fn build_job(aj: &AgentJob, d: &JobDefaults) -> Result<Job, TemplateError> {
+    let mut job = base_job(aj, d);
+    let Some(spec) = job.spec.as_mut() else {
+        return Ok(job);
+    };
+    let mut template = spec.template.clone();
+    if let Some(default) = &d.pod_template {
+        pod_template::check(default, Origin::Default)?;
+        template = pod_template::merge(&template, default);
+        reapply_agentjob_fields(aj, &mut template);
+    }
+    if let Some(own) = &aj.spec.pod_template {
+        pod_template::check(own, Origin::AgentJob)?;
+        template = pod_template::merge(&template, own);
+    }
+    spec.template = template;
+    Ok(job)
+}
+
+/// The AgentJob's `image` and `resources` are more specific than the operator-wide template.
+fn reapply_agentjob_fields(aj: &AgentJob, template: &mut PodTemplateSpec) {
+    let Some(agent) = template
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.iter_mut().find(|c| c.name == AGENT_CONTAINER))
+    else {
+        return;
+    };
+    if let Some(image) = aj.spec.image.clone().filter(|i| !i.trim().is_empty()) {
+        agent.image = Some(image);
+    }
+    if let Some(resources) = aj.spec.resources.clone() {
+        agent.resources = Some(resources);
+    }
+}
+
+/// The Job the operator builds before any template is merged.
+fn base_job(aj: &AgentJob, d: &JobDefaults) -> Job {
     let spec = &aj.spec;
     let labels = labels(aj);
     let dind = d.docker_mode == DockerMode::Dind;
@@ -341,6 +384,7 @@ mod tests {
                 timeout_seconds: None,
                 ttl_seconds_after_finished: None,
                 env_from_secrets: vec!["aj-1-env".into()],
+                pod_template: None,
                 cancel: false,
             },
         );
@@ -386,7 +430,7 @@ mod tests {
     #[test]
     fn ticket_job_follows_the_contract() {
         let aj = agentjob(AgentJobKind::Ticket);
-        let job = build_job(&aj, &defaults());
+        let job = build_job(&aj, &defaults()).unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("aj-1"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -469,7 +513,7 @@ mod tests {
             "60",
         ])
         .unwrap();
-        let job = build_job(&aj, &JobDefaults::from_config(&cfg));
+        let job = build_job(&aj, &JobDefaults::from_config(&cfg)).unwrap();
         let env = env_map(&job);
         assert_eq!(env["JOB_KIND"], "review");
         assert_eq!(env["PR_NUMBER"], "12");

@@ -14,6 +14,7 @@ pub mod job_builder;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod pod_template;
 pub mod reconciler;
 pub mod report;
 pub mod watchdog;
@@ -86,6 +87,8 @@ pub async fn run(
 ) -> Result<(), OperatorError> {
     terarchitect_worker_api::ensure_crypto_provider();
     cfg.validate()?;
+    let mut defaults = JobDefaults::from_config(&cfg);
+    defaults.pod_template = cfg.agent_pod_template()?;
     let namespace = cfg
         .namespace
         .clone()
@@ -125,7 +128,7 @@ pub async fn run(
             worker: api,
             admin: admin_api,
         },
-        JobDefaults::from_config(&cfg),
+        defaults,
         metrics.clone(),
         Timing {
             pending_timeout: Duration::from_secs(cfg.pending_timeout_sec),

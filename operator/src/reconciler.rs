@@ -334,7 +334,7 @@ fn observe_dispatch_latency(aj: &AgentJob, ctx: &Context) {
 /// Creates the Job (adopting one this AgentJob already owns).
 async fn create_job(aj: &AgentJob, ctx: &Context) -> Result<Job> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let job = build_job(aj, &ctx.defaults);
+    let job = build_job(aj, &ctx.defaults).map_err(|e| Error::Unexpected(e.to_string()))?;
     match jobs.create(&PostParams::default(), &job).await {
         Ok(created) => {
             observe_dispatch_latency(aj, ctx);
@@ -405,6 +405,10 @@ async fn apply_finished(aj: &AgentJob, ctx: &Context) -> Result<Action> {
 async fn must_stop(aj: &AgentJob, ctx: &Context) -> Result<Option<(Phase, FailureReason, String)>> {
     if let Err(e) = aj.spec.validate() {
         let message = format!("invalid spec: {e}");
+        return Ok(Some((Phase::Failed, FailureReason::InvalidSpec, message)));
+    }
+    if let Err(e) = build_job(aj, &ctx.defaults) {
+        let message = format!("invalid pod template: {e}");
         return Ok(Some((Phase::Failed, FailureReason::InvalidSpec, message)));
     }
     if aj.spec.cancel {

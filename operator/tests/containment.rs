@@ -179,6 +179,7 @@ fn hand_made(name: &str, ttl: Option<i64>, secrets: Vec<String>) -> AgentJob {
             timeout_seconds: None,
             ttl_seconds_after_finished: ttl,
             env_from_secrets: secrets,
+            pod_template: None,
             cancel: false,
         },
     );

@@ -534,6 +534,7 @@ fn spec(kind: AgentJobKind) -> AgentJobSpec {
         timeout_seconds: None,
         ttl_seconds_after_finished: None,
         env_from_secrets: vec![],
+        pod_template: None,
         cancel: false,
     }
 }

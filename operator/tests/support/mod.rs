@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[allow(unused_imports)]
 pub use agents::{Agents, Behaviour};
 pub use app_api::AppApi;
 pub use proxy::Proxy;
