@@ -1,7 +1,8 @@
 //! api-server benchmark on PostgreSQL with 8 concurrent clients. Prints:
 //! - claim throughput draining 5,000 pending jobs;
 //! - worker-context p50/p99 and req/s for a project with 1,000 nodes, 3,000 edges, 500 tickets
-//!   and 200 notes;
+//!   and 200 notes, then the same with each client presenting its run's token (the agents' case:
+//!   one indexed lookup per request);
 //! - logs POST req/s with a 4 KiB `raw_output`.
 //!
 //! Run: `cargo bench -p terarchitect-api-server --bench api_bench` (PostgreSQL binaries are
@@ -239,6 +240,58 @@ async fn main() {
     println!(
         "worker-context ({} KiB): {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms (original: 17 req/s, p99 626 ms)",
         size / 1024,
+        n as f64 / duration.as_secs_f64(),
+        percentile(&lat, 0.50).as_secs_f64() * 1000.0,
+        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+    );
+
+    // 2b. The same, each client with the run token of a job on its ticket.
+    let mut tokens = Vec::new();
+    for id in ticket_ids.iter().take(CLIENTS) {
+        // Moving a ticket into In Progress enqueues its job.
+        for column in ["backlog", "in_progress"] {
+            let status = http
+                .patch(format!("{base}/api/projects/{ctx_project}/tickets/{id}"))
+                .json(&json!({"column_id": column}))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(status.is_success());
+        }
+        let job: Value = http
+            .post(format!("{base}/api/worker/jobs/start"))
+            .json(&json!({"project_id": ctx_project.to_string()}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = job["run_token"].as_str().unwrap().to_owned();
+        tokens.push((job["ticket_id"].as_str().unwrap().to_owned(), token));
+    }
+    let tokens = Arc::new(tokens);
+    let (n, lat) = {
+        let http = http.clone();
+        let base = base.clone();
+        load(duration, move |c| {
+            let (ticket, token) = &tokens[c];
+            let req = http
+                .get(format!(
+                    "{base}/api/projects/{ctx_project}/tickets/{ticket}/worker-context"
+                ))
+                .bearer_auth(token);
+            async move {
+                let r = req.send().await.unwrap();
+                assert!(r.status().is_success());
+                let _ = r.bytes().await;
+            }
+        })
+        .await
+    };
+    println!(
+        "worker-context with run tokens: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms",
         n as f64 / duration.as_secs_f64(),
         percentile(&lat, 0.50).as_secs_f64() * 1000.0,
         percentile(&lat, 0.99).as_secs_f64() * 1000.0
