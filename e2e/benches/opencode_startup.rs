@@ -28,6 +28,13 @@ async fn first_request_after(world: &RealWorld, seen: usize, started: Instant) -
     }
 }
 
+/// The 1, 5 and 15 minute load averages (the figures mean little on a busy machine).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Some(bin) = opencode_bin() else { return };
@@ -52,9 +59,10 @@ async fn main() {
         times.push(t);
     }
     println!(
-        "opencode start-up over {runs} runs: p50 {:.3} s, p90 {:.3} s, max {:.3} s",
+        "opencode start-up over {runs} runs: p50 {:.3} s, p90 {:.3} s, max {:.3} s (load average {})",
         percentile(&times, 50.0).as_secs_f64(),
         percentile(&times, 90.0).as_secs_f64(),
-        percentile(&times, 100.0).as_secs_f64()
+        percentile(&times, 100.0).as_secs_f64(),
+        load_average()
     );
 }
