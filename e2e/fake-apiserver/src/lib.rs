@@ -82,7 +82,7 @@ pub use cluster::{Cluster, DIRECT_MANAGER};
 pub use error::{ApiError, Error};
 pub use faults::{RecordedRequest, RequestMatcher, Verb};
 pub use job_controller::{
-    CommandFn, ContainerRun, JobController, JobControllerConfig, JobOutcome, JobPolicy,
+    CommandFn, ContainerRun, JobController, JobControllerConfig, JobOutcome, JobPolicy, Node,
 };
 pub use server::{FakeApiServer, FakeApiServerBuilder};
 pub use store::{DeleteOptions, Propagation};

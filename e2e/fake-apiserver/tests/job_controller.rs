@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use terarchitect_fake_apiserver::{
-    Cluster, ContainerRun, FakeApiServer, JobControllerConfig, JobOutcome, JobPolicy,
+    Cluster, ContainerRun, FakeApiServer, JobControllerConfig, JobOutcome, JobPolicy, Node,
 };
 use tokio::sync::mpsc;
 
@@ -517,5 +517,103 @@ async fn termination_messages_reach_the_pod_status() -> anyhow::Result<()> {
         terminated_message(&server, "written").as_deref(),
         Some("Cancelled: stop requested\n")
     );
+    Ok(())
+}
+
+fn unschedulable_message(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })?
+        .message
+        .clone()
+}
+
+#[tokio::test]
+async fn the_scheduler_binds_pods_only_where_they_fit() -> anyhow::Result<()> {
+    let server = FakeApiServer::start().await?;
+    let controller =
+        server.start_job_controller(JobOutcome::succeed_after(Duration::from_millis(400)));
+    controller.set_node(Node {
+        max_pods: Some(1),
+        labels: [("pool".to_owned(), "agents".to_owned())].into(),
+        allocatable_cpu_millis: Some(2000),
+    });
+    create_job(&server, "first", json!({})).await;
+    server
+        .wait_for(TIMEOUT, |c| {
+            job_pods(c, "first")
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .then_some(())
+        })
+        .await
+        .expect("the first pod runs");
+    // The node is full: the second pod waits, with the scheduler's message, then runs once the
+    // first has finished.
+    create_job(&server, "second", json!({})).await;
+    let message = server
+        .wait_for(TIMEOUT, |c| {
+            job_pods(c, "second")
+                .first()
+                .and_then(unschedulable_message)
+        })
+        .await
+        .expect("the second pod is unschedulable");
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 Too many pods. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    );
+    assert_eq!(
+        condition_types(&wait_finished(&server, "second").await),
+        ["SuccessCriteriaMet", "Complete"]
+    );
+
+    // Pods that can never fit: a selector no node matches, more CPU than the node has.
+    let template = |spec: serde_json::Value| json!({"template": {"spec": spec}});
+    create_job(
+        &server,
+        "elsewhere",
+        template(json!({"restartPolicy": "Never", "nodeSelector": {"pool": "gpu"}, "containers": [{"name": "c", "image": "x"}]})),
+    )
+    .await;
+    create_job(
+        &server,
+        "huge",
+        template(json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "4"}}}]})),
+    )
+    .await;
+    for (name, reason) in [
+        (
+            "elsewhere",
+            "1 node(s) didn't match Pod's node affinity/selector.",
+        ),
+        ("huge", "1 Insufficient cpu."),
+    ] {
+        let message = server
+            .wait_for(TIMEOUT, |c| {
+                job_pods(c, name).first().and_then(unschedulable_message)
+            })
+            .await
+            .expect("unschedulable");
+        assert!(message.contains(reason), "{message}");
+        assert!(
+            message.ends_with("1 Preemption is not helpful for scheduling."),
+            "{message}"
+        );
+    }
+    // A node that matches (as an autoscaler would add) takes the pod.
+    controller.set_node(Node {
+        labels: [("pool".to_owned(), "gpu".to_owned())].into(),
+        ..Node::default()
+    });
+    wait_finished(&server, "elsewhere").await;
+    wait_finished(&server, "huge").await;
     Ok(())
 }

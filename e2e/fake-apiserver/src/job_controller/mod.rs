@@ -4,6 +4,7 @@
 
 mod env;
 mod pod_status;
+mod scheduler;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::registry::ResourceType;
 use crate::store::{DeleteOptions, ObjKey, Propagation, WriteKind, WriteOptions};
 
 use pod_status::job_condition;
+pub use scheduler::Node;
 
 const MANAGER: &str = "job-controller";
 
@@ -227,6 +229,7 @@ impl Default for JobControllerConfig {
 pub struct JobController {
     stop: CancellationToken,
     pods_started: Arc<Mutex<usize>>,
+    node: Arc<Mutex<Node>>,
 }
 
 impl JobController {
@@ -235,6 +238,7 @@ impl JobController {
         let handle = Self {
             stop: stop.clone(),
             pods_started: Arc::default(),
+            node: Arc::default(),
         };
         let mut controller = Controller {
             cluster,
@@ -243,6 +247,7 @@ impl JobController {
             jobs: HashMap::new(),
             wake: Arc::new(Notify::new()),
             pods_started: handle.pods_started.clone(),
+            node: handle.node.clone(),
             ip_counter: 0,
             termination_dir: tempfile::tempdir().expect("creating a temporary directory"),
         };
@@ -253,6 +258,17 @@ impl JobController {
     /// Stop the controller; running commands are cancelled.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Replaces the node the stand-in scheduler binds pods to (by default one node without
+    /// labels or limits): pods that do not fit stay unschedulable until they do.
+    pub fn set_node(&self, node: Node) {
+        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = node;
+    }
+
+    /// The node the stand-in scheduler binds pods to.
+    pub fn node(&self) -> Node {
+        self.node.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How many pods the controller has created so far.
@@ -299,6 +315,10 @@ struct PodRun {
     started: Instant,
     command: Option<RunningCommand>,
     config_error: Option<String>,
+    /// Bound to the node (counts against its pod capacity).
+    bound: bool,
+    /// The scheduler's last message while the pod did not fit.
+    unschedulable: Option<String>,
 }
 
 #[derive(Default)]
@@ -316,6 +336,7 @@ struct Controller {
     jobs: HashMap<String, JobState>,
     wake: Arc<Notify>,
     pods_started: Arc<Mutex<usize>>,
+    node: Arc<Mutex<Node>>,
     ip_counter: u32,
     /// Holds the containers' termination-message files.
     termination_dir: tempfile::TempDir,
@@ -671,6 +692,8 @@ impl Controller {
             started: Instant::now(),
             command: None,
             config_error: None,
+            bound: false,
+            unschedulable: None,
         })
     }
 
@@ -690,7 +713,8 @@ impl Controller {
         }
     }
 
-    fn schedule(&self, pod: &PodRun, namespace: &str) {
+    fn schedule(&self, pod: &mut PodRun, namespace: &str) {
+        pod.bound = true;
         let pods = self.resource("", "pods");
         let _ = self.patch(
             &pods,
@@ -713,6 +737,12 @@ impl Controller {
         };
         if meta::is_deleting(&pod) {
             return PodEvent::Gone;
+        }
+        if run.stage == Stage::Created
+            && !matches!(run.outcome, JobOutcome::Unschedulable)
+            && self.waits_for_room(run, &namespace, &pod)
+        {
+            return PodEvent::None;
         }
         match (run.stage, run.outcome.clone()) {
             (Stage::Created, JobOutcome::Unschedulable) => {
@@ -827,6 +857,28 @@ impl Controller {
             (Stage::Stuck, _) => {}
         }
         PodEvent::None
+    }
+
+    /// Whether the stand-in scheduler cannot bind the pod yet (its status then says why, as
+    /// kube-scheduler's does).
+    fn waits_for_room(&self, run: &mut PodRun, namespace: &str, pod: &Value) -> bool {
+        if run.bound {
+            return false;
+        }
+        let bound = self
+            .jobs
+            .values()
+            .filter(|s| s.pod.as_ref().is_some_and(|p| p.bound))
+            .count();
+        let node = self.node.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(message) = node.unschedulable(pod, bound) else {
+            return false;
+        };
+        if run.unschedulable.as_ref() != Some(&message) {
+            self.pod_status(run, namespace, pod_status::unschedulable_because(&message));
+            run.unschedulable = Some(message);
+        }
+        true
     }
 
     fn start_running(&mut self, job: &Value, run: &mut PodRun, pod: &Value) {

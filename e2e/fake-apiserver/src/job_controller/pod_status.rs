@@ -50,6 +50,13 @@ fn addresses(status: &mut Value, ip: &str) {
 
 /// Pending and not schedulable.
 pub(crate) fn unschedulable() -> Value {
+    unschedulable_because(
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
+    )
+}
+
+/// Pending and not schedulable, with kube-scheduler's `message`.
+pub(crate) fn unschedulable_because(message: &str) -> Value {
     json!({
         "phase": "Pending",
         "qosClass": "BestEffort",
@@ -57,7 +64,7 @@ pub(crate) fn unschedulable() -> Value {
             "PodScheduled",
             false,
             Some("Unschedulable"),
-            Some("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."),
+            Some(message),
         )],
     })
 }
