@@ -217,6 +217,31 @@ fn b2_model_500_ends_the_run_after_opencodes_retries() {
 }
 
 #[test]
+fn b3_a_transient_model_failure_is_retried_and_the_run_succeeds() {
+    scenario(|mut w| async move {
+        // The execution turn's first two model calls fail with 500; OpenCode retries.
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = failures.clone();
+        let first = Reply::dynamic(move |c: &ModelCall| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                Reply::error_retry_after(503, "overloaded, try again", 20)
+            } else {
+                match write_greet() {
+                    Reply::Dynamic(f) => f(c),
+                    other => other,
+                }
+            }
+        });
+        w.model
+            .on_prompt(EXECUTION, vec![first, Reply::text("Added greet().")]);
+        let ticket = w.create_ticket("Greeting").await;
+        let run = w.run(ticket, RunOptions::default()).await;
+        assert_pull_request(&w, ticket, &run).await;
+        assert!(failures.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    });
+}
+
+#[test]
 fn c_a_question_tool_call_does_not_block_the_run() {
     scenario(|mut w| async move {
         let question = json!({"questions": [{"question": "Which name should the function have?",
