@@ -1,12 +1,16 @@
 """Schemathesis hooks of scripts/check-openapi.sh.
 
-Two changes to generated requests keep the run short and its credentials stable; neither makes
-a valid request invalid or an invalid one valid:
+Three changes to generated requests keep the run short and its credentials stable, and let
+webhook deliveries in; none makes a valid request invalid or an invalid one valid:
 - a claim's long poll (`wait_seconds`, documented 0-30) waits at most 1 s, so claims that find
   no job do not spend the run's time budget waiting;
 - `PUT /api/settings` never stores a `TERARCHITECT_WORKER_API_KEY`, which would replace the
   worker key the run authenticates with: a valid value (string, number, boolean) becomes null
-  (also valid: it deletes the stored value); an invalid one (list, object) is left to be refused.
+  (also valid: it deletes the stored value); an invalid one (list, object) is left to be refused;
+- a GitHub webhook delivery that carries an `X-Hub-Signature-256` gets the valid signature of
+  its JSON body (GitHub signs every delivery; the secret is the server's, ST_WEBHOOK_SECRET),
+  so the checks reach what the endpoint does with a delivery. A delivery without the header
+  stays unsigned.
 
 Two answers the contract prescribes look like lost resources to the stateful checks and are
 let through, each only in its exact form:
@@ -16,9 +20,13 @@ let through, each only in its exact form:
   (which exists) has no pull request.
 """
 
+import hashlib
+import hmac
 import json
+import os
 
 import schemathesis
+from schemathesis.core import NOT_SET
 
 LONG_POLL_CAP_SECONDS = 1
 WORKER_KEY_SETTING = "TERARCHITECT_WORKER_API_KEY"
@@ -38,8 +46,29 @@ def _is_valid_wait(value):
     return 0 <= value <= 30
 
 
+def _sign_delivery(case):
+    """Replaces a present signature header with the body's valid signature."""
+    secret = os.environ.get("ST_WEBHOOK_SECRET")
+    headers = case.headers or {}
+    name = next((k for k in headers if k.lower() == "x-hub-signature-256"), None)
+    if not secret or name is None or isinstance(case.body, (bytes, str)):
+        return
+    if case.body is NOT_SET:
+        payload = b""
+    else:
+        try:
+            # What `requests` sends for a JSON body.
+            payload = json.dumps(case.body, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError):
+            return
+    digest = hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+    headers[name] = f"sha256={digest}"
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
+    if f"{case.method.upper()} {case.path}" == "POST /api/github/webhook":
+        _sign_delivery(case)
     body = case.body
     if not isinstance(body, dict):
         return

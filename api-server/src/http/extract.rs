@@ -96,7 +96,8 @@ where
 }
 
 /// An optional JSON object body: an empty body reads as `T::default()` whatever the content
-/// type (the original coordinator posts job outcomes with no body at all).
+/// type (the original coordinator posts job outcomes with no body at all); a body of blanks is
+/// not JSON (400).
 pub struct OptionalJsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for OptionalJsonBody<T>
@@ -109,7 +110,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let json = is_json(req.headers());
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(OptionalJsonBody(T::default()));
         }
         if !json {

@@ -81,8 +81,12 @@ async fn github_webhook(
         )
         .into_response();
     }
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
-        return ApiError::bad_request("Invalid JSON payload").into_response();
+    // GitHub's payloads are JSON objects; anything else is not a delivery.
+    let Some(payload) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(Value::is_object)
+    else {
+        return ApiError::bad_request("Invalid JSON payload (expected an object)").into_response();
     };
     let delivery = header(&headers, "x-github-delivery")
         .filter(|d| !d.is_empty())

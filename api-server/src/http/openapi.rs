@@ -280,6 +280,11 @@ fn link_table() -> Vec<LinkSource> {
     };
     vec![
         source("create_project", "201", created_project),
+        source(
+            "update_project",
+            "200",
+            links_to(PROJECT_OPERATIONS, &project),
+        ),
         source("create_ticket", "201", links_to(TICKET_OPERATIONS, &ticket)),
         source("patch_ticket", "200", links_to(TICKET_OPERATIONS, &ticket)),
         // Completing a ticket records its pull request: the review operations then find it.
@@ -291,11 +296,6 @@ fn link_table() -> Vec<LinkSource> {
         source("create_note", "201", links_to(NOTE_OPERATIONS, &note)),
         source("start_job", "200", claimed),
         source("enqueue_review_job", "201", enqueued),
-        source(
-            "list_ticket_jobs",
-            "200",
-            links_to(JOB_OPERATIONS, &[("job_id", "$response.body#/0/job_id")]),
-        ),
     ]
 }
 

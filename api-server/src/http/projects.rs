@@ -172,7 +172,9 @@ async fn update_project(
 /// Delete a project and everything it owns (jobs included). Body `{"confirm_name": <name>}`.
 #[utoipa::path(delete, path = "/api/projects/{project_id}", tag = "projects", request_body = DeleteConfirmation,
     params(("project_id" = Uuid, Path)),
-    responses((status = 200, body = Message), (status = 400), (status = 404)))]
+    responses((status = 200, body = Message),
+        (status = 400, description = "`confirm_name` missing or not the project's name"),
+        (status = 404, description = "Unknown project")))]
 async fn delete_project(
     State(state): State<AppState>,
     PathParams(id): PathParams<Uuid>,

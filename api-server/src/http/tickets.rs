@@ -64,7 +64,9 @@ async fn list_tickets(
 /// Create a ticket (creating it directly in `in_progress` does not enqueue a job).
 #[utoipa::path(post, path = "/api/projects/{project_id}/tickets", tag = "tickets", request_body = TicketCreate,
     params(("project_id" = Uuid, Path)),
-    responses((status = 201, body = Ticket), (status = 400), (status = 404)))]
+    responses((status = 201, body = Ticket),
+        (status = 400, description = "`title` or `column_id` missing or empty, or a field of the wrong type"),
+        (status = 404, description = "Unknown project")))]
 async fn create_ticket(
     State(state): State<AppState>,
     PathParams(pid): PathParams<Uuid>,
@@ -140,7 +142,9 @@ async fn check_can_start(state: &AppState, pid: Uuid) -> ApiResult<()> {
 #[utoipa::path(patch, path = "/api/projects/{project_id}/tickets/{ticket_id}", tag = "tickets",
     request_body = TicketPatch,
     params(("project_id" = Uuid, Path), ("ticket_id" = Uuid, Path)),
-    responses((status = 200, body = Ticket), (status = 400), (status = 404)))]
+    responses((status = 200, body = Ticket),
+        (status = 400, description = "A field of the wrong type or empty, or the project is not ready for In Progress (the reason: its GitHub URL or project path, a graph node, the GitHub token)"),
+        (status = 404, description = "Unknown ticket")))]
 async fn patch_ticket(
     State(state): State<AppState>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,

@@ -298,3 +298,80 @@ on_both_backends!(
     document_describes_errors_security_and_links,
     integral_numbers_are_integers
 );
+
+/// A webhook delivery whose (correctly signed) body is JSON but not an object is refused, as
+/// the document says (schemathesis found `[null, null]` answered 200).
+async fn webhook_refuses_non_object_payloads(backend: Backend) {
+    use terarchitect_api_server::review::ReviewArgs;
+    use terarchitect_api_server::review::webhook::sign;
+    const SECRET: &str = "whsec-openapi-tests";
+    let srv = TestServer::start(
+        backend,
+        TestOptions {
+            review: Some(ReviewArgs {
+                github_webhook_secret: Some(SECRET.into()),
+                ..ReviewArgs::default()
+            }),
+            ..ready_options()
+        },
+    )
+    .await;
+    let deliver = |body: &'static [u8]| {
+        reqwest::Client::new()
+            .post(format!("{}/api/github/webhook", srv.url()))
+            .header("content-type", "application/json")
+            .header("x-github-event", "issue_comment")
+            .header("x-hub-signature-256", sign(SECRET.as_bytes(), body))
+            .body(body)
+            .send()
+    };
+    for body in [&b"[null, null]"[..], b"\"text\"", b"42", b"null"] {
+        let resp = deliver(body).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body:?}");
+        let e: Value = resp.json().await.unwrap();
+        assert!(
+            e["error"].as_str().unwrap().contains("expected an object"),
+            "{e}"
+        );
+    }
+    let resp = deliver(b"{}").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+on_both_backends!(webhook_refuses_non_object_payloads);
+
+/// An optional body is absent or JSON: blanks are neither (schemathesis found `\t` accepted).
+async fn an_optional_body_of_blanks_is_refused(backend: Backend) {
+    let srv = TestServer::start(backend, ready_options()).await;
+    let api = Api::new(&srv);
+    for blanks in [&b"\t"[..], b" ", b"\r\n"] {
+        let (s, e) = api
+            .raw(
+                reqwest::Method::POST,
+                "/api/worker/jobs/start",
+                Some("application/json"),
+                blanks.to_vec(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{blanks:?}: {e}");
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid JSON body"),
+            "{e}"
+        );
+    }
+    // No body at all (the original coordinator's claim) still claims.
+    let (s, _) = api
+        .raw(
+            reqwest::Method::POST,
+            "/api/worker/jobs/start",
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+
+on_both_backends!(an_optional_body_of_blanks_is_refused);
