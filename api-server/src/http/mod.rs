@@ -60,14 +60,22 @@ struct WorkerTokenScheme;
 impl utoipa::Modify for WorkerTokenScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            let http = HttpBuilder::new().scheme(HttpAuthScheme::Bearer);
+            SecurityScheme::Http(http.description(Some(description)).build())
+        };
         components.add_security_scheme(
             "worker_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            bearer(
+                "The worker key (TERARCHITECT_WORKER_API_KEY; the worker API is open while none is configured) or a claim's run token, which reaches only its own ticket, project and job.",
+            ),
         );
         // Required by every non-worker endpoint when the server has admin tokens configured.
         components.add_security_scheme(
             "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            bearer(
+                "An admin token (TERARCHITECT_ADMIN_TOKEN, several for rotation); the admin API is open while none is configured.",
+            ),
         );
     }
 }
@@ -122,7 +130,9 @@ pub fn router(state: AppState, opts: &RouterOptions) -> axum::Router {
         .merge(worker_routes)
         .merge(public_routes())
         .split_for_parts();
-    let mut openapi = openapi.merge_from(root::RootDoc::openapi());
+    let mut openapi = openapi
+        .merge_from(root::RootDoc::openapi())
+        .merge_from(OpsDoc::openapi());
     openapi::finish(&mut openapi);
     let openapi_json = Arc::new(openapi::to_json(&openapi));
 
@@ -181,12 +191,22 @@ fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().merge(github_webhook::router())
 }
 
+/// The OpenAPI description of the probes and metrics (public).
+#[derive(OpenApi)]
+#[openapi(paths(health, ready, metrics))]
+struct OpsDoc;
+
 /// Liveness, as the original: always healthy while the process serves.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "`{\"status\": \"healthy\"}`", body = Object)))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "healthy"}))
 }
 
 /// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses((status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+        (status = 503, description = "The database does not answer")))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
@@ -202,6 +222,8 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics; the queue depth is read fresh on each scrape.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.db.queue_depth().await {
         Ok(counts) => state.metrics.set_queue_depth(&counts),

@@ -67,12 +67,9 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-/// Every operation of the document with its path, mutably.
-fn all_operations(doc: &mut OpenApi) -> impl Iterator<Item = (&String, &mut Operation)> {
-    doc.paths
-        .paths
-        .iter_mut()
-        .flat_map(|(path, item)| operations(item).map(move |op| (path, op)))
+/// Every operation of the document, mutably.
+fn all_operations(doc: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
+    doc.paths.paths.values_mut().flat_map(operations)
 }
 
 /// A JSON error answer.
@@ -98,7 +95,7 @@ fn add_error(op: &mut Operation, status: u16, description: &str) {
 /// Marks every operation of a route group as requiring `scheme` and documents the group
 /// guard's answers. Call it on the group whose routes carry that guard.
 pub fn guard(doc: &mut OpenApi, scheme: &str, errors: &[(u16, &str)]) {
-    for (_, op) in all_operations(doc) {
+    for op in all_operations(doc) {
         op.security = Some(vec![SecurityRequirement::new(scheme, Vec::<String>::new())]);
         for (status, description) in errors {
             add_error(op, *status, description);
@@ -302,7 +299,7 @@ fn link_table() -> Vec<LinkSource> {
 /// Adds the links of [`link_table`] to the answers they start from.
 fn add_links(doc: &mut OpenApi) {
     let table = link_table();
-    for (_, op) in all_operations(doc) {
+    for op in all_operations(doc) {
         let id = op.operation_id.clone().unwrap_or_default();
         for source in table.iter().filter(|s| s.operation == id) {
             let Some(RefOr::T(response)) = op.responses.responses.get_mut(source.status) else {
@@ -469,7 +466,7 @@ pub fn finish(doc: &mut OpenApi) {
         ERROR_SCHEMA.to_owned(),
         terarchitect_worker_api::ErrorBody::schema(),
     );
-    for (_, op) in all_operations(doc) {
+    for op in all_operations(doc) {
         shared_errors(op);
     }
     add_links(doc);

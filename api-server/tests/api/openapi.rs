@@ -71,7 +71,19 @@ async fn document_describes_errors_security_and_links(backend: Backend) {
     assert_eq!(s, StatusCode::OK);
     let ops = operations(&doc);
     assert!(ops.len() >= 40, "{} operations", ops.len());
-    let public = ["GET /", "POST /api/github/webhook"];
+    let public = [
+        "GET /",
+        "GET /health",
+        "GET /readyz",
+        "GET /metrics",
+        "POST /api/github/webhook",
+    ];
+    for name in public.iter().chain(WORKER_OPERATIONS.iter()) {
+        assert!(
+            ops.iter().any(|(n, _)| n == name),
+            "{name} is not documented"
+        );
+    }
     for (name, op) in &ops {
         let codes = statuses(op);
         for (code, response) in op["responses"].as_object().unwrap() {
