@@ -194,6 +194,18 @@ pub struct RunConfig {
     #[arg(long, env = "PENDING_TIMEOUT_SEC", default_value_t = 300)]
     pub pending_timeout_sec: u64,
 
+    /// Seconds an agent pod may wait for room in the cluster (PodScheduled=False, reason
+    /// Unschedulable, while the scheduler says it could fit) before the run ends; meanwhile no
+    /// new job is claimed. A pod that can never fit fails at once.
+    #[arg(long, env = "UNSCHEDULABLE_TIMEOUT_SEC", default_value_t = 1800)]
+    pub unschedulable_timeout_sec: u64,
+
+    /// Agents of one project running at once (0: no per-project limit; MAX_CONCURRENT_AGENTS
+    /// stays the global one). Needs PROJECT_IDS: the operator can only choose what to claim by
+    /// project.
+    #[arg(long, env = "MAX_CONCURRENT_AGENTS_PER_PROJECT", default_value_t = 0)]
+    pub max_concurrent_agents_per_project: usize,
+
     /// Docker in agent pods (the original's AGENT_DOCKER_MODE; `dood` has no equivalent here).
     #[arg(long, env = "AGENT_DOCKER_MODE", value_enum, ignore_case = true, default_value_t = DockerMode::None)]
     pub agent_docker_mode: DockerMode,
@@ -316,6 +328,11 @@ impl RunConfig {
         {
             return Err(ConfigError(
                 "HEARTBEAT_INTERVAL_SEC must be positive and under half of JOB_LEASE_SEC".into(),
+            ));
+        }
+        if self.max_concurrent_agents_per_project > 0 && self.projects()?.is_empty() {
+            return Err(ConfigError(
+                "MAX_CONCURRENT_AGENTS_PER_PROJECT needs PROJECT_IDS (the projects to share the slots between)".into(),
             ));
         }
         if self.worker_timeout_sec <= 0 || self.deadline_margin_sec < 0 {
@@ -491,6 +508,51 @@ mod tests {
         );
         assert_eq!(cfg.agentjob_ttl_seconds, 7 * 24 * 3600);
         assert_eq!(cfg.admin_token(), None);
+    }
+
+    #[test]
+    fn scheduling_settings() {
+        let cfg = RunConfig::from_args(["--api-url", "http://api"]).unwrap();
+        assert_eq!(cfg.unschedulable_timeout_sec, 1800);
+        assert_eq!(cfg.max_concurrent_agents_per_project, 0);
+        assert_eq!(cfg.agent_pod_template().unwrap(), None);
+        let cfg = RunConfig::from_args([
+            "--api-url",
+            "http://api",
+            "--max-concurrent-agents-per-project",
+            "2",
+        ])
+        .unwrap();
+        assert!(cfg.validate().unwrap_err().0.contains("needs PROJECT_IDS"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.yaml");
+        std::fs::write(&file, "spec:\n  runtimeClassName: gvisor\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cfg =
+            RunConfig::from_args(["--api-url", "http://api", "--agent-pod-template-file", path])
+                .unwrap();
+        let template = cfg.agent_pod_template().unwrap().unwrap();
+        assert_eq!(
+            template.spec.unwrap().runtime_class_name.as_deref(),
+            Some("gvisor")
+        );
+        std::fs::write(
+            &file,
+            "spec:\n  containers:\n    - name: agent\n      args: [x]\n",
+        )
+        .unwrap();
+        let err = cfg.agent_pod_template().unwrap_err().0;
+        assert!(
+            err.contains("AGENT_POD_TEMPLATE_FILE.spec.containers[agent].args"),
+            "{err}"
+        );
+        std::fs::write(&file, "spec: [").unwrap();
+        assert!(
+            cfg.agent_pod_template()
+                .unwrap_err()
+                .0
+                .contains("is not a pod template")
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Context {
     pub admin_api: WorkerApiClient,
     /// How long an agent pod may stay pending with a problem.
     pub pending_timeout: Duration,
+    /// How long an agent pod may wait for room in the cluster.
+    pub unschedulable_timeout: Duration,
     /// Default retention of finished AgentJobs (`None`: kept forever).
     pub agentjob_ttl: Option<Duration>,
     /// Notified whenever a run finishes (a slot frees up).
@@ -67,6 +69,8 @@ pub struct ApiClients {
 pub struct Timing {
     /// How long an agent pod may stay pending with a problem.
     pub pending_timeout: Duration,
+    /// How long an agent pod may wait for room in the cluster.
+    pub unschedulable_timeout: Duration,
     /// Default retention of finished AgentJobs (`None`: kept forever).
     pub agentjob_ttl: Option<Duration>,
 }
@@ -95,6 +99,7 @@ impl Context {
             defaults,
             metrics,
             pending_timeout: timing.pending_timeout,
+            unschedulable_timeout: timing.unschedulable_timeout,
             agentjob_ttl: timing.agentjob_ttl,
             capacity: Notify::new(),
             inflight: Mutex::new(HashSet::new()),

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "terarchitect.io";
 /// Finalizer that makes deleting an unfinished AgentJob stop its Job and report the failure.
 pub const FINALIZER: &str = "terarchitect.io/cleanup";
+/// Condition saying whether the agent pod found room in the cluster.
+pub const CONDITION_SCHEDULED: &str = "Scheduled";
 /// Shortest accepted `spec.timeoutSeconds`.
 pub const MIN_TIMEOUT_SECONDS: i64 = 60;
 
@@ -214,7 +216,8 @@ pub struct AgentJobStatus {
     /// Pending, Running, Succeeded, Failed or Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Conditions: JobCreated, Running, Finished, Reported.
+    /// Conditions: JobCreated, Scheduled (False while the pod waits for room in the cluster),
+    /// Running, Finished, Reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the batch/v1 Job running the agent.
@@ -274,6 +277,24 @@ impl AgentJob {
                 .find(|c| c.type_ == "Finished" && c.status == "True")
                 .map(|c| c.last_transition_time.clone())
         })
+    }
+
+    /// The condition `type_` of the status, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+
+    /// Whether the run's pod waits for room in the cluster (condition `Scheduled=False`, reason
+    /// `Unschedulable`): while any does, the dispatcher claims nothing new.
+    pub fn waits_for_room(&self) -> bool {
+        self.is_live()
+            && self
+                .condition(CONDITION_SCHEDULED)
+                .is_some_and(|c| c.status == "False" && c.reason == "Unschedulable")
     }
 
     /// Whether nothing remains to be reported: the outcome went to the queue for the current

@@ -6,7 +6,7 @@
 //! api-server every cycle, serves several projects round-robin, long-polls servers that offer
 //! it and polls every POLL_INTERVAL_SEC otherwise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ pub struct DispatchConfig {
     pub lease_seconds: u32,
     pub worker_api_key: Option<SecretValue>,
     pub github_token: Option<SecretValue>,
+    /// Agents of one project at once (`None`: no per-project limit).
+    pub per_project_cap: Option<usize>,
 }
 
 impl DispatchConfig {
@@ -58,6 +60,8 @@ impl DispatchConfig {
             lease_seconds: cfg.job_lease_sec,
             worker_api_key: cfg.worker_api_key().map(SecretValue::from),
             github_token: cfg.fallback_github_token().map(SecretValue::from),
+            per_project_cap: (cfg.max_concurrent_agents_per_project > 0)
+                .then_some(cfg.max_concurrent_agents_per_project),
         })
     }
 }
@@ -160,6 +164,20 @@ pub struct Dispatcher {
     settings_refused: bool,
     /// Claims whose objects could not be created yet (retried before claiming more).
     unmaterialized: Vec<ClaimedJob>,
+    /// The project of each AgentJob this dispatcher created (for per-project caps while the
+    /// watch cache does not show it yet).
+    dispatched: HashMap<String, Uuid>,
+    /// Why claiming is paused, as last logged.
+    paused: Option<Pause>,
+}
+
+/// Why the dispatcher claims nothing although the global limit has room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pause {
+    /// Agent pods wait for room in the cluster (backpressure).
+    Unschedulable { pods: usize, example: String },
+    /// Every served project has its per-project limit of agents.
+    ProjectCaps,
 }
 
 impl Dispatcher {
@@ -174,7 +192,97 @@ impl Dispatcher {
             max_concurrent: None,
             settings_refused: false,
             unmaterialized: Vec::new(),
+            dispatched: HashMap::new(),
+            paused: None,
         }
+    }
+
+    /// Live agents per project: the watch cache's live AgentJobs plus those this replica just
+    /// created.
+    fn agents_per_project(&mut self) -> HashMap<Uuid, usize> {
+        let state = self.store.state();
+        let inflight = self.ctx.inflight.lock().expect("poisoned").clone();
+        self.dispatched.retain(|name, _| inflight.contains(name));
+        let mut load: HashMap<Uuid, usize> = HashMap::new();
+        for aj in state.iter().filter(|aj| aj.is_live()) {
+            if let Ok(project) = aj.spec.project_id.parse() {
+                *load.entry(project).or_default() += 1;
+            }
+        }
+        for (name, project) in &self.dispatched {
+            if !state.iter().any(|aj| &aj.name_any() == name) {
+                *load.entry(*project).or_default() += 1;
+            }
+        }
+        load
+    }
+
+    /// The served projects below their per-project limit (all of them without one).
+    fn open_projects(&mut self) -> Vec<Uuid> {
+        let Some(cap) = self.cfg.per_project_cap else {
+            return self.cfg.projects.clone();
+        };
+        let load = self.agents_per_project();
+        self.cfg
+            .projects
+            .iter()
+            .filter(|p| load.get(p).copied().unwrap_or(0) < cap)
+            .copied()
+            .collect()
+    }
+
+    /// Why claiming must pause although a global slot is free: agent pods waiting for room in
+    /// the cluster, or every project at its limit.
+    fn pause_reason(&mut self) -> Option<Pause> {
+        let waiting: Vec<_> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|aj| aj.waits_for_room())
+            .collect();
+        self.ctx
+            .metrics
+            .unschedulable_agents
+            .set(waiting.len() as i64);
+        if let Some(first) = waiting.first() {
+            let example = first
+                .condition(crate::crd::CONDITION_SCHEDULED)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            return Some(Pause::Unschedulable {
+                pods: waiting.len(),
+                example,
+            });
+        }
+        if self.cfg.per_project_cap.is_some() && self.open_projects().is_empty() {
+            return Some(Pause::ProjectCaps);
+        }
+        None
+    }
+
+    /// Logs (once per change) and exposes why claiming is paused.
+    fn set_paused(&mut self, pause: Option<Pause>) {
+        let backpressure = matches!(pause, Some(Pause::Unschedulable { .. }));
+        self.ctx.metrics.claims_paused.set(i64::from(backpressure));
+        let changed = match (&self.paused, &pause) {
+            (Some(Pause::Unschedulable { .. }), Some(Pause::Unschedulable { .. })) => false,
+            (a, b) => a != b,
+        };
+        if changed {
+            match &pause {
+                Some(Pause::Unschedulable { pods, example }) => tracing::warn!(
+                    unschedulable_pods = pods,
+                    scheduler = %example,
+                    "not claiming new jobs: agent pods wait for room in the cluster"
+                ),
+                Some(Pause::ProjectCaps) => tracing::info!(
+                    cap = ?self.cfg.per_project_cap,
+                    "not claiming new jobs: every project has its MAX_CONCURRENT_AGENTS_PER_PROJECT agents"
+                ),
+                None => tracing::info!("claiming resumes"),
+            }
+        }
+        self.paused = pause;
     }
 
     /// MAX_CONCURRENT_AGENTS from the api-server's settings (read with the admin token, if
@@ -255,17 +363,21 @@ impl Dispatcher {
             let req = self.request(None, None, if long_poll { self.cfg.claim_wait } else { 0 });
             return self.claim(&req).await;
         }
+        let open = self.open_projects();
         let n = self.cfg.projects.len();
         for i in 0..n {
             let idx = (self.next_project + i) % n;
+            if !open.contains(&self.cfg.projects[idx]) {
+                continue;
+            }
             let req = self.request(Some(self.cfg.projects[idx]), None, 0);
             if let Some(job) = self.claim(&req).await? {
                 self.next_project = (idx + 1) % n;
                 return Ok(Some(job));
             }
         }
-        if self.extensions == Some(true) && self.cfg.claim_wait > 0 {
-            let req = self.request(None, Some(self.cfg.projects.clone()), self.cfg.claim_wait);
+        if self.extensions == Some(true) && self.cfg.claim_wait > 0 && !open.is_empty() {
+            let req = self.request(None, Some(open), self.cfg.claim_wait);
             if let Some(job) = self.claim(&req).await? {
                 if let Some(idx) = self.cfg.projects.iter().position(|p| *p == job.project_id) {
                     self.next_project = (idx + 1) % n;
@@ -372,6 +484,7 @@ impl Dispatcher {
         }
         match self.materialize(&job).await {
             Ok(name) => {
+                self.dispatched.insert(name.clone(), job.project_id);
                 self.ctx.inflight.lock().expect("poisoned").insert(name);
             }
             Err(e) => {
@@ -399,7 +512,12 @@ impl Dispatcher {
         freed.as_mut().enable();
         let max = self.max_concurrent().await;
         if live_agentjobs(&self.store, &self.ctx) < max {
-            return true;
+            let pause = self.pause_reason();
+            let free = pause.is_none();
+            self.set_paused(pause);
+            if free {
+                return true;
+            }
         }
         tokio::select! {
             _ = &mut freed => {}

@@ -132,6 +132,7 @@ pub async fn run(
         metrics.clone(),
         Timing {
             pending_timeout: Duration::from_secs(cfg.pending_timeout_sec),
+            unschedulable_timeout: Duration::from_secs(cfg.unschedulable_timeout_sec),
             agentjob_ttl: (cfg.agentjob_ttl_seconds > 0)
                 .then(|| Duration::from_secs(cfg.agentjob_ttl_seconds)),
         },

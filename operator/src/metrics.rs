@@ -37,6 +37,10 @@ pub struct Metrics {
     pub live_agentjobs: Gauge<i64, AtomicI64>,
     /// Finished AgentJobs deleted after their retention time.
     pub expired: Counter,
+    /// Live agent pods the scheduler cannot place for lack of room.
+    pub unschedulable_agents: Gauge<i64, AtomicI64>,
+    /// 1 while claiming is paused because agent pods are unschedulable (backpressure).
+    pub claims_paused: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +113,18 @@ impl Metrics {
             "Finished AgentJobs deleted after their retention time (ttlSecondsAfterFinished)",
             expired.clone(),
         );
+        let unschedulable_agents = Gauge::default();
+        registry.register(
+            "unschedulable_agents",
+            "Live agent pods the scheduler cannot place for lack of room",
+            unschedulable_agents.clone(),
+        );
+        let claims_paused = Gauge::default();
+        registry.register(
+            "claims_paused",
+            "1 while no new job is claimed because agent pods are unschedulable",
+            claims_paused.clone(),
+        );
         Self {
             registry,
             claims,
@@ -119,6 +135,8 @@ impl Metrics {
             leader,
             live_agentjobs,
             expired,
+            unschedulable_agents,
+            claims_paused,
         }
     }
 

@@ -148,14 +148,67 @@ fn pending_problem(pod: &Pod) -> Option<(FailureReason, String, bool)> {
             && c.status == "False"
             && c.reason.as_deref() == Some("Unschedulable")
     })?;
-    Some((
-        FailureReason::Unschedulable,
-        unschedulable
-            .message
-            .clone()
-            .unwrap_or_else(|| "no node can run the agent pod".into()),
-        false,
-    ))
+    let message = unschedulable
+        .message
+        .clone()
+        .unwrap_or_else(|| "no node can run the agent pod".into());
+    let permanent = never_fits(&message);
+    Some((FailureReason::Unschedulable, message, permanent))
+}
+
+/// Reasons kube-scheduler gives for a node that no amount of waiting or preemption changes.
+const UNRESOLVABLE: [&str; 3] = [
+    "didn't match Pod's node affinity/selector",
+    "had untolerated taint",
+    "didn't match pod anti-affinity rules",
+];
+
+/// The `<count> <reason>` items of one `0/N nodes are available: ...` sentence, and N.
+fn node_reasons(sentence: &str) -> Option<(u32, Vec<(u32, &str)>)> {
+    let rest = sentence.trim().strip_prefix("0/")?;
+    let (total, rest) = rest.split_once(" nodes are available:")?;
+    let total = total.trim().parse().ok()?;
+    let items = rest
+        .trim()
+        .trim_end_matches('.')
+        .split(", ")
+        .filter_map(|item| {
+            let (n, reason) = item.trim().split_once(' ')?;
+            Some((n.parse().ok()?, reason))
+        })
+        .collect();
+    Some((total, items))
+}
+
+/// Whether kube-scheduler's message says the pod can never fit, so waiting is pointless: every
+/// node is one where "Preemption is not helpful for scheduling" (the scheduler's verdict for
+/// nodes whose failure no eviction resolves: a request beyond the node's allocatable, a
+/// selector or affinity it does not match, an untolerated taint), or, without a preemption
+/// part, every node failed for such a reason. "Too many pods", "Insufficient cpu" with
+/// preemption candidates, and zero nodes (an autoscaler may add some) are worth waiting for.
+pub fn never_fits(message: &str) -> bool {
+    let (filter, preemption) = match message.split_once(" preemption: ") {
+        Some((f, p)) => (f, Some(p)),
+        None => (message, None),
+    };
+    if let Some(preemption) = preemption {
+        return node_reasons(preemption).is_some_and(|(total, items)| {
+            total > 0
+                && items
+                    .iter()
+                    .filter(|(_, r)| r.starts_with("Preemption is not helpful for scheduling"))
+                    .map(|(n, _)| n)
+                    .sum::<u32>()
+                    == total
+        });
+    }
+    node_reasons(filter).is_some_and(|(total, items)| {
+        total > 0
+            && !items.is_empty()
+            && items
+                .iter()
+                .all(|(_, r)| UNRESOLVABLE.iter().any(|u| r.contains(u)))
+    })
 }
 
 /// Observes a Job and its Pods.
@@ -353,6 +406,29 @@ mod tests {
     }
 
     #[test]
+    fn never_fits_follows_the_schedulers_verdict() {
+        // Room may free up (or an autoscaler add a node): wait.
+        for waits in [
+            "0/1 nodes are available: 1 Too many pods. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.",
+            "0/1 nodes are available: 1 Insufficient memory.",
+            "no nodes available to schedule pods",
+            "0/0 nodes are available: .",
+            "something else entirely",
+        ] {
+            assert!(!never_fits(waits), "{waits}");
+        }
+        // No node can ever take it.
+        for never in [
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+            "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.",
+        ] {
+            assert!(never_fits(never), "{never}");
+        }
+    }
+
+    #[test]
     fn pending_reasons() {
         let active = job(json!({"active": 1}));
         let pull = pod(
@@ -396,6 +472,17 @@ mod tests {
         assert!(matches!(
             observe(&active, &[]),
             Observed::Pending { problem: None, .. }
+        ));
+        let never = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."}]}),
+        );
+        assert!(matches!(
+            observe(&active, &[never]),
+            Observed::Pending {
+                problem: Some((FailureReason::Unschedulable, _)),
+                permanent: true,
+                ..
+            }
         ));
         let running = pod(json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z"}));
         assert!(matches!(

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, SharedContext};
-use crate::crd::{AgentJob, AgentJobStatus, FINALIZER, FailureReason, Phase};
+use crate::crd::{AgentJob, AgentJobStatus, CONDITION_SCHEDULED, FINALIZER, FailureReason, Phase};
 use crate::job_builder::{
     LABEL_AGENTJOB, LABEL_MANAGED_BY, MANAGER, build_job, env_secret_name, job_name,
 };
@@ -484,7 +484,9 @@ async fn follow_job(
         .await?
         .items;
     let generation = aj.metadata.generation;
-    let step = match observe(job, &pods) {
+    let observed = observe(job, &pods);
+    let scheduled = !waits_for_room(&observed) && mark_scheduled(aj, &mut status);
+    let step = match observed {
         Observed::Succeeded { finished } => {
             let message = "the agent finished its work".into();
             finish(
@@ -537,13 +539,95 @@ async fn follow_job(
             if status != aj.status.clone().unwrap_or_default() {
                 writer.write(&status).await?;
             }
+            if scheduled {
+                ctx.capacity.notify_waiters();
+            }
             Ok(action)
         }
     }
 }
 
+/// Whether the pod waits for room in the cluster (unschedulable, but could fit).
+fn waits_for_room(observed: &Observed) -> bool {
+    matches!(
+        observed,
+        Observed::Pending {
+            problem: Some((FailureReason::Unschedulable, _)),
+            permanent: false,
+            ..
+        }
+    )
+}
+
+/// The pod found room: a `Scheduled=False` condition turns True (true when it did; the
+/// dispatcher, which claims nothing while a pod waits for room, is then woken).
+fn mark_scheduled(aj: &AgentJob, status: &mut AgentJobStatus) -> bool {
+    let waiting = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_SCHEDULED && c.status == "False");
+    if waiting {
+        let message = "the agent pod found room in the cluster";
+        let generation = aj.metadata.generation;
+        set_condition(
+            status,
+            CONDITION_SCHEDULED,
+            true,
+            "Scheduled",
+            message,
+            generation,
+        );
+        tracing::info!(agentjob = %aj.name_any(), "agent pod scheduled");
+    }
+    waiting
+}
+
+/// Records that the pod waits for room: condition `Scheduled=False` (reason `Unschedulable`,
+/// which pauses claiming), and once a Warning Event and a log line.
+async fn wait_for_room(
+    aj: &AgentJob,
+    ctx: &Context,
+    status: &mut AgentJobStatus,
+    message: &str,
+    limit: Duration,
+) {
+    let newly = !aj.waits_for_room();
+    let text = format!(
+        "waiting up to {}s for room in the cluster; no new job is claimed meanwhile: {message}",
+        limit.as_secs()
+    );
+    let generation = aj.metadata.generation;
+    set_condition(
+        status,
+        CONDITION_SCHEDULED,
+        false,
+        "Unschedulable",
+        &text,
+        generation,
+    );
+    if newly {
+        tracing::warn!(agentjob = %aj.name_any(), scheduler = %message, "agent pod unschedulable: waiting for room, claims paused");
+        publish(ctx, aj, EventType::Warning, "WaitingForCapacity", text).await;
+    }
+}
+
+/// Why a stuck pod's run ends: the scheduler's message when the pod can never fit or other
+/// problems; after waiting for room, that the job can be retried.
+fn stuck_message(capacity: bool, permanent: bool, limit: Duration, message: &str) -> String {
+    if capacity && !permanent {
+        format!(
+            "no node had room for the agent pod for {}s; the job can be retried (the worker API has no call that returns a claimed job to the queue): {message}",
+            limit.as_secs()
+        )
+    } else {
+        format!("the agent pod could not start: {message}")
+    }
+}
+
 /// A pod that cannot start (image pull errors, unschedulable): the run fails at once when the
-/// problem is permanent or has lasted PENDING_TIMEOUT_SEC (its Job deleted), else waits.
+/// problem is permanent (e.g. the scheduler says the pod can never fit) or has lasted
+/// PENDING_TIMEOUT_SEC (UNSCHEDULABLE_TIMEOUT_SEC while waiting for room), its Job deleted;
+/// else it waits.
 async fn on_stuck(
     aj: &AgentJob,
     ctx: &Context,
@@ -557,10 +641,16 @@ async fn on_stuck(
         .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
         .unwrap_or_default()
         .max(0.0);
-    let limit = ctx.pending_timeout.as_secs_f64();
+    let capacity = reason == FailureReason::Unschedulable;
+    let timeout = if capacity {
+        ctx.unschedulable_timeout
+    } else {
+        ctx.pending_timeout
+    };
+    let limit = timeout.as_secs_f64();
     if permanent || waited >= limit {
         delete_job(ctx, &job_name(aj)).await?;
-        let msg = format!("the agent pod could not start: {message}");
+        let msg = stuck_message(capacity, permanent, timeout, &message);
         finish(status, Phase::Failed, Some(reason), msg, None, generation);
         return Ok(Step::Conclude);
     }
@@ -573,6 +663,9 @@ async fn on_stuck(
         &message,
         generation,
     );
+    if capacity {
+        wait_for_room(aj, ctx, status, &message, timeout).await;
+    }
     let wait = (limit - waited).clamp(1.0, limit.max(1.0));
     Ok(Step::Continue(Action::requeue(Duration::from_secs_f64(
         wait,

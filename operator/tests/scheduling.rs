@@ -4,10 +4,17 @@
 
 mod support;
 
+use std::time::Duration;
+
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use terarchitect_operator::crd::{AgentJob, AgentJobKind, AgentJobSpec, FailureReason, Phase};
+use terarchitect_fake_apiserver::Node;
+use terarchitect_operator::crd::{
+    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_SCHEDULED, FailureReason, Phase,
+};
+use terarchitect_worker_api::JobStatus;
 use uuid::Uuid;
 
 use support::*;
@@ -59,6 +66,12 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_templates_merge_over_the_agent_pod_and_owned_fields_are_refused() {
     let h = Harness::start().await;
+    h.jobs.set_node(Node {
+        labels: [("pool", "agents"), ("zone", "a")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        ..Node::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pod-template.yaml");
     std::fs::write(&file, DEFAULT_TEMPLATE).unwrap();
@@ -161,4 +174,248 @@ async fn pod_templates_merge_over_the_agent_pod_and_owned_fields_are_refused() {
         err.contains("AGENT_POD_TEMPLATE_FILE.spec.restartPolicy"),
         "{err}"
     );
+}
+
+fn waits_for_room(aj: &AgentJob) -> bool {
+    aj.waits_for_room()
+}
+
+/// Whether the queue job is still waiting to be claimed.
+async fn unclaimed(h: &Harness, id: Uuid) -> bool {
+    h.job(id).await.status == JobStatus::Pending
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_claims_while_an_agent_pod_waits_for_room_and_claims_resume_when_it_schedules() {
+    let h = Harness::start().await;
+    h.jobs.set_node(Node {
+        max_pods: Some(1),
+        ..Node::default()
+    });
+    h.agents.set_default(Behaviour::Hold);
+    let op = h
+        .operator(h.config(&[("--unschedulable-timeout-sec", "600")]))
+        .await;
+    let project = h.project().await;
+    // Two jobs first (claiming is only paused once a pod is seen waiting), two more later.
+    let mut tickets = vec![
+        h.queued_ticket(project).await,
+        h.queued_ticket(project).await,
+    ];
+    let mut names: Vec<String> = tickets.iter().map(|(_, j)| agentjob_name(*j)).collect();
+    // The node takes one pod; a second is claimed (the slot was free) and waits for room. The
+    // scheduler picks either of the two first.
+    h.wait_until("one of the first two runs, the other waits for room", |k| {
+        let get = |n: &String| k.get::<AgentJob>(NS, n);
+        let (a, b) = (get(&names[0]), get(&names[1]));
+        let running =
+            |aj: &Option<AgentJob>| aj.as_ref().is_some_and(|a| a.phase() == Phase::Running);
+        let waits = |aj: &Option<AgentJob>| aj.as_ref().is_some_and(waits_for_room);
+        (running(&a) && waits(&b)) || (running(&b) && waits(&a))
+    })
+    .await;
+    if h.agentjob(&names[0]).unwrap().waits_for_room() {
+        names.swap(0, 1);
+        tickets.swap(0, 1);
+    }
+    // A long poll in flight when the pause began may still bring a job: let it end (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..2 {
+        let queued = h.queued_ticket(project).await;
+        names.push(agentjob_name(queued.1));
+        tickets.push(queued);
+    }
+    let waiting = h.agentjob(&names[1]).unwrap();
+    let scheduled = waiting.condition(CONDITION_SCHEDULED).unwrap();
+    assert!(
+        scheduled.message.contains("1 Too many pods"),
+        "{}",
+        scheduled.message
+    );
+    assert_eq!(waiting.phase(), Phase::Pending);
+    // Backpressure: nothing more is claimed although two of four slots are free.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (_, job) in &tickets[2..] {
+        assert!(
+            unclaimed(&h, *job).await,
+            "claimed while a pod waits for room"
+        );
+    }
+    assert!(h.agentjob(&names[2]).is_none() && h.agentjob(&names[3]).is_none());
+    assert_eq!(op.metric("terarchitect_operator_claims_paused").await, 1.0);
+    assert_eq!(
+        op.metric("terarchitect_operator_unschedulable_agents")
+            .await,
+        1.0
+    );
+    let events: Vec<Event> = h.kube.list(NS);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("WaitingForCapacity")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(names[1].as_str())),
+        "a WaitingForCapacity Event on the waiting AgentJob"
+    );
+
+    // The first run ends: the waiting pod is scheduled and claiming resumes, until the next
+    // claim waits for room again.
+    h.agents.release(tickets[0].0, 0, "");
+    h.wait_running(&names[1]).await;
+    h.wait_agentjob(&names[1], "scheduled", |aj| {
+        aj.condition(CONDITION_SCHEDULED)
+            .is_some_and(|c| c.status == "True")
+    })
+    .await;
+    // Claiming resumed: the two queued jobs are claimed and wait for room in turn; while they
+    // do, a new job stays in the queue.
+    for name in &names[2..] {
+        h.wait_agentjob(name, "claimed and waiting", waits_for_room)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fifth = h.queued_ticket(project).await;
+    tickets.push(fifth);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        unclaimed(&h, fifth.1).await,
+        "claimed while pods wait for room"
+    );
+
+    // More room (an autoscaler's node): everything runs and finishes.
+    h.jobs.set_node(Node::default());
+    for (ticket, _) in &tickets[1..] {
+        h.agents.release(*ticket, 0, "");
+    }
+    for (_, job) in &tickets {
+        assert_eq!(h.finished_job(*job).await.status, JobStatus::Completed);
+    }
+    assert_eq!(op.metric("terarchitect_operator_claims_paused").await, 0.0);
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_fails_at_once() {
+    let h = Harness::start().await;
+    h.jobs.set_node(Node {
+        max_pods: Some(1),
+        labels: [("pool".to_owned(), "agents".to_owned())].into(),
+        allocatable_cpu_millis: Some(2000),
+    });
+    h.agents.set_default(Behaviour::Hold);
+    // Pending problems (image pulls) keep their short grace period; waiting for room its own.
+    let op = h
+        .operator(h.config(&[
+            ("--pending-timeout-sec", "1"),
+            ("--unschedulable-timeout-sec", "4"),
+        ]))
+        .await;
+    let project = h.project().await;
+    let (first, _) = h.queued_ticket(project).await;
+    let (_, second) = h.queued_ticket(project).await;
+    let started = std::time::Instant::now();
+    let name = agentjob_name(second);
+    h.wait_agentjob(&name, "waiting for room", waits_for_room)
+        .await;
+    let aj = h
+        .wait_agentjob(&name, "timed out", AgentJob::is_finished)
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "waited its own timeout"
+    );
+    let status = aj.status.unwrap();
+    assert_eq!(status.reason, Some(FailureReason::Unschedulable));
+    let message = status.message.unwrap();
+    assert!(message.contains("can be retried"), "{message}");
+    assert!(message.contains("1 Too many pods"), "{message}");
+    let job = h.finished_job(second).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.fail_reason.as_deref(), Some("Unschedulable"));
+    h.wait_until("the waiting Job is deleted", |k| {
+        k.get::<Job>(NS, &name).is_none()
+    })
+    .await;
+
+    // Pods no node can ever take fail at once, with the scheduler's message.
+    let api: Api<AgentJob> = Api::namespaced(h.kube.client().await, NS);
+    let pp = PostParams::default();
+    let cases = [
+        (
+            "elsewhere",
+            json!({"spec": {"nodeSelector": {"pool": "gpu"}}}),
+            "didn't match Pod's node affinity/selector",
+        ),
+        (
+            "too-big",
+            json!({"spec": {"containers": [{"name": "agent", "resources": {"requests": {"cpu": "64"}}}]}}),
+            "Insufficient cpu",
+        ),
+    ];
+    for (name, template, needle) in cases {
+        let started = std::time::Instant::now();
+        api.create(&pp, &hand_made(name, Some(template)))
+            .await
+            .unwrap();
+        let aj = h.wait_agentjob(name, "failed", AgentJob::is_finished).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "failed at once");
+        let status = aj.status.unwrap();
+        assert_eq!(status.reason, Some(FailureReason::Unschedulable));
+        let message = status.message.unwrap();
+        assert!(message.contains(needle), "{message}");
+        assert!(message.contains("Preemption is not helpful"), "{message}");
+    }
+    h.agents.release(first, 0, "");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_busy_project_cannot_take_every_slot() {
+    let h = Harness::start().await;
+    h.agents.set_default(Behaviour::Hold);
+    let busy = h.project().await;
+    let quiet = h.project().await;
+    let projects = format!("{busy},{quiet}");
+    let op = h
+        .operator(h.config(&[
+            ("--project-ids", projects.as_str()),
+            ("--max-concurrent-agents", "3"),
+            ("--max-concurrent-agents-per-project", "2"),
+        ]))
+        .await;
+    let mut busy_jobs = Vec::new();
+    for _ in 0..4 {
+        busy_jobs.push(h.queued_ticket(busy).await);
+    }
+    // The busy project gets its two agents, no more, although a global slot is free.
+    for (_, job) in &busy_jobs[..2] {
+        h.wait_running(&agentjob_name(*job)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let live = |project: Uuid| {
+        h.kube
+            .list::<AgentJob>(NS)
+            .iter()
+            .filter(|aj| aj.is_live() && aj.spec.project_id == project.to_string())
+            .count()
+    };
+    assert_eq!(live(busy), 2);
+    assert!(unclaimed(&h, busy_jobs[2].1).await);
+    // The quiet project still gets the free slot.
+    let (quiet_ticket, quiet_job) = h.queued_ticket(quiet).await;
+    h.wait_running(&agentjob_name(quiet_job)).await;
+    assert_eq!(live(busy), 2);
+    // A busy run ends: the next of the busy project takes its place (the global limit, 3, holds).
+    h.agents.release(busy_jobs[0].0, 0, "");
+    h.wait_running(&agentjob_name(busy_jobs[2].1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(live(busy), 2);
+    assert!(unclaimed(&h, busy_jobs[3].1).await);
+    for (ticket, _) in busy_jobs.iter().skip(1) {
+        h.agents.release(*ticket, 0, "");
+    }
+    h.agents.release(quiet_ticket, 0, "");
+    for (_, job) in busy_jobs.iter().chain([(quiet_ticket, quiet_job)].iter()) {
+        assert_eq!(h.finished_job(*job).await.status, JobStatus::Completed);
+    }
+    op.stop().await;
 }

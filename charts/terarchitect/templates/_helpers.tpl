@@ -252,6 +252,9 @@ Checks that the schema cannot express
 {{- if ge (mulf .Values.operator.heartbeatIntervalSec 2.0) (float64 .Values.operator.jobLeaseSec) }}
 {{- fail "operator.heartbeatIntervalSec must be under half of operator.jobLeaseSec" }}
 {{- end }}
+{{- if and .Values.operator.maxConcurrentAgentsPerProject (not .Values.operator.projectIds) }}
+{{- fail "operator.maxConcurrentAgentsPerProject needs operator.projectIds (the projects to share the slots between)" }}
+{{- end }}
 {{- if and .Values.agents.cache.create .Values.agents.cache.existingClaim }}
 {{- fail "agents.cache: set create or existingClaim, not both" }}
 {{- end }}

@@ -147,6 +147,7 @@ impl Harness {
             ("--leader-election", "false"),
             ("--http-bind", "127.0.0.1:0"),
             ("--pending-timeout-sec", "2"),
+            ("--unschedulable-timeout-sec", "3"),
             ("--max-concurrent-agents", "4"),
             ("--github-token", OPERATOR_GITHUB_TOKEN),
             ("--worker-api-key", WORKER_KEY),
