@@ -380,6 +380,12 @@ impl Cluster {
         }
     }
 
+    /// Start the stand-in for Kueue's Job integration (see [`Kueue`]); no queue has quota
+    /// until [`Kueue::set_quota`].
+    pub fn start_kueue(&self) -> crate::kueue::Kueue {
+        crate::kueue::Kueue::start(self.clone())
+    }
+
     /// Start the stand-in Job controller with default settings (see [`JobPolicy`]).
     pub fn start_job_controller(&self, policy: impl Into<JobPolicy>) -> JobController {
         self.start_job_controller_with(policy, JobControllerConfig::default())

@@ -68,6 +68,7 @@ mod error;
 mod faults;
 mod gc;
 mod job_controller;
+mod kueue;
 mod managed_fields;
 mod meta;
 mod patch;
@@ -84,5 +85,6 @@ pub use faults::{RecordedRequest, RequestMatcher, Verb};
 pub use job_controller::{
     CommandFn, ContainerRun, JobController, JobControllerConfig, JobOutcome, JobPolicy, Node,
 };
+pub use kueue::{Kueue, QUEUE_NAME_LABEL};
 pub use server::{FakeApiServer, FakeApiServerBuilder};
 pub use store::{DeleteOptions, Propagation};

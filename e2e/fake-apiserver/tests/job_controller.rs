@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use terarchitect_fake_apiserver::{
     Cluster, ContainerRun, FakeApiServer, JobControllerConfig, JobOutcome, JobPolicy, Node,
+    QUEUE_NAME_LABEL,
 };
 use tokio::sync::mpsc;
 
@@ -615,5 +616,56 @@ async fn the_scheduler_binds_pods_only_where_they_fit() -> anyhow::Result<()> {
     });
     wait_finished(&server, "elsewhere").await;
     wait_finished(&server, "huge").await;
+    Ok(())
+}
+
+async fn create_queued_job(server: &FakeApiServer, name: &str, queue: &str) {
+    let mut job = job(name, json!({"suspend": true}));
+    job.metadata.labels = Some([(QUEUE_NAME_LABEL.to_owned(), queue.to_owned())].into());
+    let api: Api<Job> = Api::default_namespaced(server.in_process_client());
+    api.create(&PostParams::default(), &job)
+        .await
+        .expect("job created");
+}
+
+fn is_suspended(job: &Job) -> bool {
+    job.spec.as_ref().and_then(|s| s.suspend) == Some(true)
+}
+
+#[tokio::test]
+async fn kueue_admits_queued_jobs_within_quota() -> anyhow::Result<()> {
+    let server = FakeApiServer::start().await?;
+    server.start_job_controller(JobOutcome::succeed_after(Duration::from_millis(400)));
+    let kueue = server.start_kueue();
+    create_queued_job(&server, "first", "agents").await;
+    create_queued_job(&server, "second", "agents").await;
+    create_queued_job(&server, "elsewhere", "other").await;
+    // No quota yet: everything stays suspended, without pods.
+    let held = server
+        .wait_for(TIMEOUT, |c| {
+            c.get::<Job>("default", "first")
+                .filter(|j| condition_types(j).contains(&"Suspended".to_owned()))
+        })
+        .await
+        .expect("the Job controller marks the held Job suspended");
+    assert!(is_suspended(&held));
+    assert!(job_pods(&server, "first").is_empty());
+
+    // Quota for one Job at a time: the oldest runs first, the next once it finished.
+    kueue.set_quota("agents", 1);
+    server
+        .wait_for(TIMEOUT, |c| {
+            (!job_pods(c, "first").is_empty()).then_some(())
+        })
+        .await
+        .expect("the first Job is admitted and gets a pod");
+    let second = server.cluster().get::<Job>("default", "second").unwrap();
+    assert!(is_suspended(&second), "no quota left for the second");
+    assert!(job_pods(&server, "second").is_empty());
+    wait_finished(&server, "first").await;
+    wait_finished(&server, "second").await;
+    let other = server.cluster().get::<Job>("default", "elsewhere").unwrap();
+    assert!(is_suspended(&other), "a queue without quota admits nothing");
+    assert!(job_pods(&server, "elsewhere").is_empty());
     Ok(())
 }
