@@ -27,7 +27,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 
 /// Body of memory index and delete.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = MemoryDocsRequest)]
+#[schema(as = MemoryDocsRequest, examples(json!({"docs": ["The API uses axum."]})))]
 struct DocsBody {
     /// Passages (exact texts for delete).
     #[schema(required = true, value_type = Vec<String>, min_items = 1)]
@@ -36,7 +36,7 @@ struct DocsBody {
 
 /// Body of memory retrieve.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = MemoryRetrieveRequest)]
+#[schema(as = MemoryRetrieveRequest, examples(json!({"queries": ["web framework"], "num_to_retrieve": 5})))]
 struct RetrieveBody {
     /// One or more queries.
     #[schema(required = true, value_type = Vec<String>, min_items = 1)]

@@ -40,6 +40,7 @@ impl From<ProjectRow> for Project {
 
 /// Body of `POST /api/projects`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({"name": "Shop", "github_url": "https://github.com/acme/shop", "is_existing_repo": true})))]
 pub struct ProjectCreate {
     /// Defaults to `Untitled Project`.
     #[serde(default, deserialize_with = "double_option")]
@@ -193,6 +194,7 @@ impl From<TicketRow> for Ticket {
 
 /// Body of `POST …/tickets`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({"title": "Add a /version endpoint", "column_id": "backlog", "priority": "medium"})))]
 pub struct TicketCreate {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 255)]
     pub title: Option<String>,
@@ -209,6 +211,7 @@ pub struct TicketCreate {
 /// Body of `PATCH …/tickets/<id>`: absent keys keep their value. Moving `column_id` to
 /// `in_progress` enqueues an agent job.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({"column_id": "in_progress"})))]
 pub struct TicketPatch {
     /// Moving to `in_progress` checks the project is ready (400 with the reason otherwise).
     #[serde(default, deserialize_with = "double_option")]

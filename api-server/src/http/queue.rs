@@ -81,7 +81,7 @@ pub(super) fn job_state(j: JobRow, cancel_requested: bool) -> JobState {
 /// Claim body (optional: no body claims from every project at once), read loosely so each
 /// field gets its own clear error.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = ClaimRequest)]
+#[schema(as = ClaimRequest, examples(json!({"project_ids": ["6f1c9a9e-8d4b-4c1e-9b55-1d2f3a4b5c6f"], "wait_seconds": 20, "lease_seconds": 300})))]
 struct ClaimBody {
     /// Only claim jobs of this project; all projects when absent.
     #[schema(value_type = Option<Uuid>)]
@@ -108,7 +108,7 @@ struct CompleteBody {
 
 /// Body of job fail (optional; the original accepts none).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = FailRequest)]
+#[schema(as = FailRequest, examples(json!({"reason": "AgentFailed", "message": "exit code 1", "attempt": 1})))]
 struct FailBody {
     /// Machine-readable reason, e.g. `AgentFailed`, `DeadlineExceeded`, `Cancelled` (at most
     /// 100 characters are kept).
@@ -122,7 +122,7 @@ struct FailBody {
 
 /// Body of a heartbeat (optional).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = HeartbeatRequest)]
+#[schema(as = HeartbeatRequest, examples(json!({"lease_seconds": 300, "attempt": 1})))]
 struct HeartbeatBody {
     /// New lease length from now; the claim's lease length when absent.
     #[serde(default, deserialize_with = "optional_integer")]

@@ -121,7 +121,7 @@ async fn build_worker_context(
 
 /// Body of a log POST; wrong field types are rejected.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = LogEntry)]
+#[schema(as = LogEntry, examples(json!({"session_id": "s-1", "step": "plan", "summary": "Planned the change"})))]
 struct LogBody {
     /// Director session id (required; not blank).
     #[schema(required = true, value_type = String, pattern = r"\S")]
@@ -132,6 +132,8 @@ struct LogBody {
     summary: Option<String>,
     /// Full prompt or output.
     raw_output: Option<String>,
+    /// Whether the step succeeded (`false` for the final entry of a failed run; default `true`).
+    success: Option<bool>,
 }
 
 /// Append an entry to the ticket's agent log.
@@ -170,6 +172,7 @@ async fn post_log(
             .unwrap_or("")
             .to_owned(),
         raw_output: body.raw_output,
+        success: body.success.unwrap_or(true),
     };
     let id = state.logs.write(log).await?.ok_or_else(ticket_not_found)?;
     Ok(Json(LogResponse {
@@ -180,7 +183,7 @@ async fn post_log(
 
 /// Body of ticket complete (optional): values are read leniently, as the original does.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = CompleteTicketRequest)]
+#[schema(as = CompleteTicketRequest, examples(json!({"pr_url": "https://github.com/acme/shop/pull/7", "pr_number": 7, "summary": "Added GET /version"})))]
 struct CompleteBody {
     /// URL of the opened pull request (recorded with the number when given).
     #[schema(value_type = Option<String>)]
@@ -252,6 +255,7 @@ async fn complete_ticket(
                 step: "ticket_completed".into(),
                 summary: summary.unwrap_or_default(),
                 raw_output: reply,
+                success: true,
             })
             .await?;
     }
@@ -282,7 +286,7 @@ async fn cancel_requested(
 
 /// Body of a review job.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[schema(as = EnqueueReviewRequest)]
+#[schema(as = EnqueueReviewRequest, examples(json!({"pr_number": 7, "comment_body": "Please add a test", "github_comment_id": 123})))]
 struct ReviewBody {
     /// Pull request number (required).
     #[schema(required = true, value_type = i32, minimum = 1, maximum = 2147483647)]
