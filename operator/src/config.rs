@@ -206,6 +206,12 @@ pub struct RunConfig {
     #[arg(long, env = "MAX_CONCURRENT_AGENTS_PER_PROJECT", default_value_t = 0)]
     pub max_concurrent_agents_per_project: usize,
 
+    /// Kueue LocalQueue (in the agents' namespace) agent Jobs wait in: they are created
+    /// suspended with the label `kueue.x-k8s.io/queue-name`, and Kueue starts them when its
+    /// quota admits them. Unset: Jobs start at once.
+    #[arg(long, env = "KUEUE_QUEUE_NAME")]
+    pub kueue_queue_name: Option<String>,
+
     /// Docker in agent pods (the original's AGENT_DOCKER_MODE; `dood` has no equivalent here).
     #[arg(long, env = "AGENT_DOCKER_MODE", value_enum, ignore_case = true, default_value_t = DockerMode::None)]
     pub agent_docker_mode: DockerMode,

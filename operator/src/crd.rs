@@ -14,6 +14,8 @@ pub const GROUP: &str = "terarchitect.io";
 pub const FINALIZER: &str = "terarchitect.io/cleanup";
 /// Condition saying whether the agent pod found room in the cluster.
 pub const CONDITION_SCHEDULED: &str = "Scheduled";
+/// Condition saying whether Kueue admitted the run's Job (False while it is held suspended).
+pub const CONDITION_ADMITTED: &str = "Admitted";
 /// Shortest accepted `spec.timeoutSeconds`.
 pub const MIN_TIMEOUT_SECONDS: i64 = 60;
 
@@ -216,8 +218,9 @@ pub struct AgentJobStatus {
     /// Pending, Running, Succeeded, Failed or Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Conditions: JobCreated, Scheduled (False while the pod waits for room in the cluster),
-    /// Running, Finished, Reported.
+    /// Conditions: JobCreated, Admitted (with Kueue: False while the Job waits for admission),
+    /// Scheduled (False while the pod waits for room in the cluster), Running, Finished,
+    /// Reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the batch/v1 Job running the agent.

@@ -27,6 +27,8 @@ pub const LABEL_TICKET: &str = "terarchitect.io/ticket-id";
 pub const LABEL_QUEUE_JOB: &str = "terarchitect.io/queue-job-id";
 /// Label with the job kind.
 pub const LABEL_KIND: &str = "terarchitect.io/kind";
+/// Label naming the Kueue LocalQueue of a Job.
+pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 /// Standard managed-by label.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of the managed-by label.
@@ -55,6 +57,8 @@ pub struct JobDefaults {
     pub default_deadline_seconds: i64,
     /// The operator-wide pod template (AGENT_POD_TEMPLATE_FILE), merged over every agent pod.
     pub pod_template: Option<PodTemplateSpec>,
+    /// The Kueue LocalQueue agent Jobs wait in (created suspended), if any.
+    pub kueue_queue: Option<String>,
 }
 
 impl JobDefaults {
@@ -101,6 +105,11 @@ impl JobDefaults {
             ttl_seconds: cfg.job_ttl_sec,
             default_deadline_seconds: cfg.worker_timeout_sec + cfg.deadline_margin_sec,
             pod_template: None,
+            kueue_queue: cfg
+                .kueue_queue_name
+                .clone()
+                .map(|q| q.trim().to_owned())
+                .filter(|q| !q.is_empty()),
         }
     }
 }
@@ -177,6 +186,14 @@ pub fn build_job(aj: &AgentJob, d: &JobDefaults) -> Result<Job, TemplateError> {
         template = pod_template::merge(&template, own);
     }
     spec.template = template;
+    if let Some(queue) = &d.kueue_queue {
+        // Kueue admits the Job by unsuspending it.
+        spec.suspend = Some(true);
+        job.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(LABEL_KUEUE_QUEUE.to_owned(), queue.clone());
+    }
     Ok(job)
 }
 
@@ -493,6 +510,50 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn kueue_jobs_start_suspended_in_their_queue() {
+        let aj = agentjob(AgentJobKind::Ticket);
+        let job = build_job(&aj, &defaults()).unwrap();
+        assert_eq!(job.spec.as_ref().unwrap().suspend, None);
+        assert!(!job.labels().contains_key(LABEL_KUEUE_QUEUE));
+        let cfg = RunConfig::from_args(["--api-url", "http://api", "--kueue-queue-name", "agents"])
+            .unwrap();
+        let job = build_job(&aj, &JobDefaults::from_config(&cfg)).unwrap();
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+        assert_eq!(job.labels()[LABEL_KUEUE_QUEUE], "agents");
+        assert_eq!(job.labels()[LABEL_AGENTJOB], "aj-1");
+    }
+
+    #[test]
+    fn templates_merge_in_order_and_the_agentjobs_fields_win() {
+        let mut aj = agentjob(AgentJobKind::Ticket);
+        aj.spec.image = Some("own:3".into());
+        aj.spec.pod_template = Some(
+            serde_json::from_value(serde_json::json!({"spec": {"runtimeClassName": "kata"}}))
+                .unwrap(),
+        );
+        let mut d = defaults();
+        d.pod_template = Some(
+            serde_json::from_value(serde_json::json!({"spec": {
+                "runtimeClassName": "gvisor",
+                "nodeSelector": {"pool": "agents"},
+                "containers": [{"name": "agent", "image": "default:1"}]
+            }}))
+            .unwrap(),
+        );
+        let job = build_job(&aj, &d).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("kata"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "agents");
+        assert_eq!(pod.containers[0].image.as_deref(), Some("own:3"));
+        aj.spec.pod_template = Some(
+            serde_json::from_value(serde_json::json!({"spec": {"restartPolicy": "Always"}}))
+                .unwrap(),
+        );
+        let err = build_job(&aj, &d).unwrap_err();
+        assert_eq!(err.field, "spec.podTemplate.spec.restartPolicy");
     }
 
     #[test]

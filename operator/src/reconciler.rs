@@ -24,7 +24,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, SharedContext};
-use crate::crd::{AgentJob, AgentJobStatus, CONDITION_SCHEDULED, FINALIZER, FailureReason, Phase};
+use crate::crd::{
+    AgentJob, AgentJobStatus, CONDITION_ADMITTED, CONDITION_SCHEDULED, FINALIZER, FailureReason,
+    Phase,
+};
 use crate::job_builder::{
     LABEL_AGENTJOB, LABEL_MANAGED_BY, MANAGER, build_job, env_secret_name, job_name,
 };
@@ -484,6 +487,14 @@ async fn follow_job(
         .await?
         .items;
     let generation = aj.metadata.generation;
+    if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        let action = wait_for_admission(aj, ctx, &mut status);
+        if status != aj.status.clone().unwrap_or_default() {
+            writer.write(&status).await?;
+        }
+        return Ok(action);
+    }
+    mark_admitted(aj, &mut status);
     let observed = observe(job, &pods);
     let scheduled = !waits_for_room(&observed) && mark_scheduled(aj, &mut status);
     let step = match observed {
@@ -544,6 +555,53 @@ async fn follow_job(
             }
             Ok(action)
         }
+    }
+}
+
+/// A suspended Job (held by Kueue until its quota admits it): the run is Pending with
+/// condition `Admitted=False`, reason `WaitingForAdmission`. No pod exists, so no pending
+/// timeout runs; the Job's deadline only starts once it is admitted.
+fn wait_for_admission(aj: &AgentJob, ctx: &Context, status: &mut AgentJobStatus) -> Action {
+    let message = match &ctx.defaults.kueue_queue {
+        Some(queue) => format!("the Job waits for admission by Kueue (LocalQueue {queue})"),
+        None => "the Job is suspended".to_owned(),
+    };
+    let waiting = aj
+        .condition(CONDITION_ADMITTED)
+        .is_some_and(|c| c.status == "False");
+    if !waiting {
+        tracing::info!(agentjob = %aj.name_any(), %message, "waiting for admission");
+    }
+    status.phase = Some(Phase::Pending);
+    let generation = aj.metadata.generation;
+    set_condition(
+        status,
+        CONDITION_ADMITTED,
+        false,
+        "WaitingForAdmission",
+        &message,
+        generation,
+    );
+    Action::requeue(Duration::from_secs(300))
+}
+
+/// The Job runs (no longer suspended): an `Admitted=False` condition turns True.
+fn mark_admitted(aj: &AgentJob, status: &mut AgentJobStatus) {
+    let waiting = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_ADMITTED && c.status == "False");
+    if waiting {
+        let generation = aj.metadata.generation;
+        let message = "the Job was admitted";
+        set_condition(
+            status,
+            CONDITION_ADMITTED,
+            true,
+            "Admitted",
+            message,
+            generation,
+        );
     }
 }
 

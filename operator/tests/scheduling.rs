@@ -1,6 +1,6 @@
 //! Agent pods as cluster citizens, against the fake Kubernetes API server (which plays the
 //! scheduler's part) and a real api-server: pod templates, capacity-aware dispatch, per-project
-//! caps.
+//! caps, Kueue.
 
 mod support;
 
@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use terarchitect_fake_apiserver::Node;
+use terarchitect_fake_apiserver::{JobOutcome, Node, QUEUE_NAME_LABEL};
 use terarchitect_operator::crd::{
-    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_SCHEDULED, FailureReason, Phase,
+    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_ADMITTED, CONDITION_SCHEDULED, FailureReason,
+    Phase,
 };
 use terarchitect_worker_api::JobStatus;
 use uuid::Uuid;
@@ -310,12 +312,24 @@ async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_f
         ]))
         .await;
     let project = h.project().await;
-    let (first, _) = h.queued_ticket(project).await;
-    let (_, second) = h.queued_ticket(project).await;
+    let queued = [
+        h.queued_ticket(project).await,
+        h.queued_ticket(project).await,
+    ];
     let started = std::time::Instant::now();
+    // The scheduler binds either pod first; the other waits for room.
+    let waiting = h
+        .kube
+        .wait_for(WAIT, |c| {
+            queued.iter().position(|(_, job)| {
+                c.get::<AgentJob>(NS, &agentjob_name(*job))
+                    .is_some_and(|aj| aj.waits_for_room())
+            })
+        })
+        .await
+        .expect("one pod waits for room");
+    let (first, second) = (queued[1 - waiting].0, queued[waiting].1);
     let name = agentjob_name(second);
-    h.wait_agentjob(&name, "waiting for room", waits_for_room)
-        .await;
     let aj = h
         .wait_agentjob(&name, "timed out", AgentJob::is_finished)
         .await;
@@ -365,6 +379,23 @@ async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_f
         assert!(message.contains("Preemption is not helpful"), "{message}");
     }
     h.agents.release(first, 0, "");
+
+    // An image that cannot be pulled keeps the short PENDING_TIMEOUT_SEC (1 s), not 4 s.
+    h.jobs.set_node(Node::default());
+    let ticket = h.ticket(project).await;
+    h.agents
+        .set(ticket, Behaviour::Pod(JobOutcome::ImagePullBackOff));
+    let job = h.start_ticket(project, ticket).await;
+    let started = std::time::Instant::now();
+    let aj = h
+        .wait_agentjob(&agentjob_name(job), "failed", AgentJob::is_finished)
+        .await;
+    assert_eq!(aj.status.unwrap().reason, Some(FailureReason::ImagePull));
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
     op.stop().await;
 }
 
@@ -416,6 +447,60 @@ async fn one_busy_project_cannot_take_every_slot() {
     h.agents.release(quiet_ticket, 0, "");
     for (_, job) in busy_jobs.iter().chain([(quiet_ticket, quiet_job)].iter()) {
         assert_eq!(h.finished_job(*job).await.status, JobStatus::Completed);
+    }
+    op.stop().await;
+}
+
+fn waits_for_admission(aj: &AgentJob) -> bool {
+    aj.phase() == Phase::Pending
+        && aj.condition(CONDITION_ADMITTED).is_some_and(|c| {
+            c.status == "False"
+                && c.reason == "WaitingForAdmission"
+                && c.message.contains("agents-queue")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kueue_holds_agent_jobs_until_it_admits_them() {
+    let h = Harness::start().await;
+    let kueue = h.kube.start_kueue();
+    kueue.set_quota("agents-queue", 1);
+    h.agents.set_default(Behaviour::Hold);
+    // A short pending timeout: it must not run while Kueue holds a Job.
+    let op = h
+        .operator(h.config(&[
+            ("--kueue-queue-name", "agents-queue"),
+            ("--pending-timeout-sec", "1"),
+        ]))
+        .await;
+    let project = h.project().await;
+    let (first, first_job) = h.queued_ticket(project).await;
+    h.wait_running(&agentjob_name(first_job)).await;
+    let (second, second_job) = h.queued_ticket(project).await;
+    let name = agentjob_name(second_job);
+    h.wait_agentjob(&name, "waiting for admission", waits_for_admission)
+        .await;
+    let job = h.kube.get::<Job>(NS, &name).expect("the Job exists");
+    assert_eq!(job.labels()[QUEUE_NAME_LABEL], "agents-queue");
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+    // Held longer than the pending timeout: still waiting, not failed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let aj = h.agentjob(&name).unwrap();
+    assert!(waits_for_admission(&aj), "{:?}", aj.status);
+    assert_eq!(h.job(second_job).await.status, JobStatus::Running);
+
+    // The first run ends: Kueue admits the second, which runs to its end.
+    h.agents.release(first, 0, "");
+    h.wait_running(&name).await;
+    let aj = h.agentjob(&name).unwrap();
+    let admitted = aj.condition(CONDITION_ADMITTED).unwrap();
+    assert_eq!(
+        (admitted.status.as_str(), admitted.reason.as_str()),
+        ("True", "Admitted")
+    );
+    h.agents.release(second, 0, "");
+    for job in [first_job, second_job] {
+        assert_eq!(h.finished_job(job).await.status, JobStatus::Completed);
     }
     op.stop().await;
 }
