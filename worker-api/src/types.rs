@@ -481,6 +481,9 @@ pub struct LogEntry {
     /// Full prompt or output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_output: Option<String>,
+    /// Whether the step succeeded: `false` for the entry of a failed run; absent means `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
 }
 
 /// 200 answer of a log POST.

@@ -15,6 +15,8 @@ pub struct NewLog {
     pub step: String,
     pub summary: String,
     pub raw_output: Option<String>,
+    /// `false` for the entry of a failed step.
+    pub success: bool,
 }
 
 /// A stored log entry as the UI reads it.
@@ -37,7 +39,7 @@ impl Db {
             let done = sqlx::query(
                 "INSERT INTO execution_logs (id, project_id, ticket_id, session_id, step, summary, raw_output, \
                    success, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, TRUE, $8 \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $9, $8 \
                  WHERE EXISTS (SELECT 1 FROM tickets WHERE id = $3 AND project_id = $2)",
             )
             .bind(id)
@@ -48,6 +50,7 @@ impl Db {
             .bind(&log.summary)
             .bind(&log.raw_output)
             .bind(now())
+            .bind(log.success)
             .execute(pool)
             .await?;
             Ok((done.rows_affected() == 1).then_some(id))
@@ -60,12 +63,12 @@ impl Db {
         if logs.is_empty() {
             return Ok(Vec::new());
         }
-        const COLS: usize = 9;
+        const COLS: usize = 10;
         let rows: Vec<String> = (0..logs.len())
             .map(|i| {
                 let b = i * COLS;
                 format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
                     b + 1,
                     b + 2,
                     b + 3,
@@ -74,15 +77,16 @@ impl Db {
                     b + 6,
                     b + 7,
                     b + 8,
-                    b + 9
+                    b + 9,
+                    b + 10
                 )
             })
             .collect();
         let sql = format!(
-            "WITH v (ord, id, project_id, ticket_id, session_id, step, summary, raw_output, created_at) AS \
+            "WITH v (ord, id, project_id, ticket_id, session_id, step, summary, raw_output, created_at, success) AS \
                (VALUES {}) \
              INSERT INTO execution_logs (id, project_id, ticket_id, session_id, step, summary, raw_output, success, created_at) \
-             SELECT v.id, v.project_id, v.ticket_id, v.session_id, v.step, v.summary, v.raw_output, TRUE, v.created_at \
+             SELECT v.id, v.project_id, v.ticket_id, v.session_id, v.step, v.summary, v.raw_output, v.success, v.created_at \
              FROM v JOIN tickets t ON t.id = v.ticket_id AND t.project_id = v.project_id ORDER BY v.ord \
              RETURNING id",
             rows.join(", ")
@@ -101,7 +105,8 @@ impl Db {
                     .bind(&log.step)
                     .bind(&log.summary)
                     .bind(&log.raw_output)
-                    .bind(ts);
+                    .bind(ts)
+                    .bind(log.success);
             }
             let inserted: std::collections::HashSet<Uuid> = q.fetch_all(pool).await?.into_iter().collect();
             Ok(ids.into_iter().map(|id| inserted.contains(&id).then_some(id)).collect())
