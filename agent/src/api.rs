@@ -115,6 +115,21 @@ impl Reporter {
     /// Posts a log entry (redacted). Failures are logged locally and otherwise ignored: the
     /// run goes on without its log rather than stopping.
     pub async fn log(&self, step: &str, summary: &str, raw_output: Option<&str>) {
+        self.post(step, summary, raw_output, None).await;
+    }
+
+    /// Posts the final entry of a failed run (`success: false`), redacted like [`Reporter::log`].
+    pub async fn log_failure(&self, step: &str, summary: &str, raw_output: Option<&str>) {
+        self.post(step, summary, raw_output, Some(false)).await;
+    }
+
+    async fn post(
+        &self,
+        step: &str,
+        summary: &str,
+        raw_output: Option<&str>,
+        success: Option<bool>,
+    ) {
         let summary = self.redactor.redact(summary);
         tracing::info!(step, summary = %truncate_chars(&summary, 300), "step");
         let entry = LogEntry {
@@ -123,6 +138,7 @@ impl Reporter {
             summary: Some(summary),
             raw_output: raw_output
                 .map(|r| truncate_chars(&self.redactor.redact(r), MAX_RAW_OUTPUT)),
+            success,
         };
         if let Some(raw) = &entry.raw_output {
             self.trace.write(&format!("[{step}]"), raw);

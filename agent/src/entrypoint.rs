@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use serde_json::json;
 use terarchitect_worker_api::{AgentOutcome, JobKind};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Env, Settings, WorkerMode};
 use crate::control::RunControl;
 use crate::error::{Failure, RunResult};
 use crate::runner::{self, WorkerSetup};
-use crate::sandbox::worker_env;
+use crate::sandbox::worker_command;
 use crate::worker::WorkerEndpoint;
 use crate::worker::opencode::{OpenCodeWorker, log_tail, version_warning};
 use crate::worker::proxy::{KeyProxy, KeyStyle};
@@ -110,17 +110,67 @@ fn real_key(settings: &Settings) -> Option<crate::config::Secret> {
         .filter(|k| k.expose() != "dummy")
 }
 
+/// How long `opencode serve` gets to exit after SIGTERM before its process group is killed.
+/// Nothing needs a clean OpenCode shutdown (the agent commits the work itself), and OpenCode
+/// sometimes ignores SIGTERM altogether.
+pub const OPENCODE_STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long `dockerd` gets to stop its containers after SIGTERM.
+pub const DOCKERD_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A child process of the entrypoint.
+#[derive(Debug)]
+struct Running {
+    name: String,
+    child: Child,
+    grace: Duration,
+}
+
+impl Running {
+    /// SIGTERM to its process group, SIGKILL to the group after the grace period, then SIGKILL
+    /// to the group again for what the child left running in it.
+    async fn stop(mut self) {
+        let Some(pgid) = self.child.id().and_then(|p| i32::try_from(p).ok()) else {
+            return;
+        };
+        // SAFETY: kill(2) with a negative pid signals the child's own process group (it was
+        // started with process_group(0)).
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        match tokio::time::timeout(self.grace, self.child.wait()).await {
+            Ok(_) => tracing::info!(child = %self.name, "stopped"),
+            Err(_) => {
+                tracing::warn!(child = %self.name, grace = ?self.grace, "did not stop in time; killing it");
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+                let _ = self.child.kill().await;
+            }
+        }
+        // SAFETY: as above; the group outlives its leader only through what it left running
+        // (background processes of the worker's tools).
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
 /// Child processes started by the entrypoint; stopped (SIGTERM, then SIGKILL) at the end.
 #[derive(Debug, Default)]
 pub struct Children {
-    list: Vec<(String, Child)>,
+    list: Vec<Running>,
     logs: Vec<PathBuf>,
 }
 
 impl Children {
-    /// Adds a child.
-    pub fn push(&mut self, name: &str, child: Child) {
-        self.list.push((name.to_owned(), child));
+    /// Adds a child, stopped with `grace` between SIGTERM and SIGKILL.
+    pub fn push(&mut self, name: &str, child: Child, grace: Duration) {
+        self.list.push(Running {
+            name: name.to_owned(),
+            child,
+            grace,
+        });
     }
 
     /// Adds a log file, removed once every child is stopped.
@@ -128,50 +178,31 @@ impl Children {
         self.logs.push(log);
     }
 
-    /// Stops the children called `name` (see [`Children::stop_all`]).
-    pub async fn stop_named(&mut self, name: &str, grace: Duration) {
-        let (matching, rest) = std::mem::take(&mut self.list)
-            .into_iter()
-            .partition(|(n, _)| n == name);
-        self.list = rest;
-        let mut some = Children {
-            list: matching,
-            logs: Vec::new(),
-        };
-        some.stop_all(grace).await;
+    /// The pids of the running children.
+    pub fn pids(&self) -> Vec<i32> {
+        self.list
+            .iter()
+            .filter_map(|r| r.child.id().and_then(|p| i32::try_from(p).ok()))
+            .collect()
     }
 
-    /// Stops every child, newest first: SIGTERM to its process group, SIGKILL after `grace`;
-    /// then SIGKILL to the group, for what the child left running in it.
-    pub async fn stop_all(&mut self, grace: Duration) {
-        while let Some((name, mut child)) = self.list.pop() {
-            let pgid = child.id().map(|p| p as i32);
-            if let Some(pid) = child.id() {
-                // SAFETY: kill(2) with a negative pid signals the child's own process group.
-                unsafe {
-                    libc::kill(-(pid as i32), libc::SIGTERM);
-                }
-            }
-            match tokio::time::timeout(grace, child.wait()).await {
-                Ok(_) => tracing::info!(child = %name, "stopped"),
-                Err(_) => {
-                    tracing::warn!(child = %name, "did not stop in time; killing it");
-                    if let Some(pid) = child.id() {
-                        // SAFETY: as above.
-                        unsafe {
-                            libc::kill(-(pid as i32), libc::SIGKILL);
-                        }
-                    }
-                    let _ = child.kill().await;
-                }
-            }
-            if let Some(g) = pgid {
-                // SAFETY: as above; the group outlives its leader only through what it left
-                // running (background processes of the worker's tools).
-                unsafe {
-                    libc::kill(-g, libc::SIGKILL);
-                }
-            }
+    /// Stops the children called `name` (see [`Children::stop_all`]).
+    pub async fn stop_named(&mut self, name: &str) {
+        let (matching, rest): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.list)
+            .into_iter()
+            .partition(|r| r.name == name);
+        self.list = rest;
+        for r in matching.into_iter().rev() {
+            r.stop().await;
+        }
+    }
+
+    /// Stops every child, newest first: SIGTERM to its process group, SIGKILL after its grace
+    /// period; then SIGKILL to the group, for what the child left running in it. Removes the
+    /// log files.
+    pub async fn stop_all(&mut self) {
+        while let Some(r) = self.list.pop() {
+            r.stop().await;
         }
         for log in self.logs.drain(..) {
             let _ = std::fs::remove_file(log);
@@ -203,10 +234,9 @@ fn spawn(
     log: &str,
 ) -> Result<(Child, PathBuf), String> {
     let (path, out, err) = log_file(log);
-    let mut cmd = Command::new(program);
+    // Allowlisted environment; dies with the agent.
+    let mut cmd = worker_command(program, env);
     cmd.args(args)
-        .env_clear()
-        .envs(worker_env(env))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -243,14 +273,12 @@ async fn start_dockerd(
         "dockerd",
     )
     .map_err(unavailable)?;
-    children.push("dockerd", child);
+    children.push("dockerd", child, DOCKERD_STOP_GRACE);
     children.push_log(log.clone());
     let started = tokio::time::Instant::now();
     loop {
-        let ok = Command::new(&docker)
+        let ok = worker_command(&docker, env)
             .arg("info")
-            .env_clear()
-            .envs(worker_env(env))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -311,11 +339,12 @@ impl OpenCodeLauncher<'_> {
 
 impl WorkerSetup for OpenCodeLauncher<'_> {
     async fn release(&mut self) {
-        // `opencode serve` and the tools it left running in its process group; the key proxy.
-        self.children
-            .stop_named("opencode", Duration::from_secs(5))
-            .await;
+        // `opencode serve` and the tools it left running in its process group; the key proxy;
+        // then whatever the worker detached (it came back to the agent as an orphan), sparing
+        // dockerd and its containers.
+        self.children.stop_named("opencode").await;
         self.proxy = None;
+        crate::reaper::sweep_leftovers(&self.children.pids()).await;
     }
 
     async fn prepare(
@@ -349,7 +378,12 @@ impl WorkerSetup for OpenCodeLauncher<'_> {
         let (base_url, key) = self.provider_endpoint(settings).await?;
         let config = opencode_config(settings, &base_url, &key);
         let port_s = port.to_string();
-        let mut extra = vec![("OPENCODE_CONFIG_CONTENT", config.as_str())];
+        let mut extra = vec![
+            ("OPENCODE_CONFIG_CONTENT", config.as_str()),
+            // No download of the models.dev catalogue at start-up (the provider is configured
+            // here; offline it only logs errors, with egress it is a needless download).
+            ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+        ];
         if let Some(p) = &settings.opencode.password {
             // OpenCode's own server password (basic auth of its API); not a platform secret.
             extra.push(("OPENCODE_SERVER_PASSWORD", p.expose()));
@@ -371,7 +405,7 @@ impl WorkerSetup for OpenCodeLauncher<'_> {
             "opencode",
         )
         .map_err(unavailable)?;
-        self.children.push("opencode", child);
+        self.children.push("opencode", child, OPENCODE_STOP_GRACE);
         self.children.push_log(log.clone());
         let probe = OpenCodeWorker::new(settings, repo_dir, "startup", Some(&url))
             .with_log(Some(log.clone()));
@@ -449,7 +483,7 @@ pub async fn run_entrypoint(env: &Env, stop: CancellationToken) -> RunResult {
         && env.get("DOCKER_HOST").is_none()
         && let Err(f) = start_dockerd(env, &mut children, startup_timeout, &stop).await
     {
-        children.stop_all(Duration::from_secs(5)).await;
+        children.stop_all().await;
         return f.into();
     }
     let result = {
@@ -460,7 +494,7 @@ pub async fn run_entrypoint(env: &Env, stop: CancellationToken) -> RunResult {
         };
         runner::run(kind, env, stop, &mut launcher).await
     };
-    children.stop_all(Duration::from_secs(10)).await;
+    children.stop_all().await;
     result
 }
 
@@ -525,6 +559,63 @@ mod tests {
         let r = run_entrypoint(&env, CancellationToken::new()).await;
         assert_eq!(r.outcome, AgentOutcome::Misconfigured, "{r:?}");
         assert_eq!(r.message, "TICKET_ID is required");
+    }
+
+    /// A worker that ignores SIGTERM (as `opencode serve` sometimes does) is killed, with what
+    /// it runs in its process group, after [`OPENCODE_STOP_GRACE`], not after a long grace.
+    #[tokio::test]
+    async fn release_kills_an_opencode_that_ignores_sigterm_quickly() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let env = Env::from_pairs([("PATH", path.as_str())]);
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("bg");
+        let script = format!(
+            "trap '' TERM; (trap '' TERM; sleep 60) & echo $! > {}; while :; do sleep 0.1; done",
+            pidfile.display()
+        );
+        let (child, log) = spawn(&env, "sh", &["-c", &script], None, &[], "stop-test").unwrap();
+        let leader = i32::try_from(child.id().unwrap()).unwrap();
+        let mut children = Children::default();
+        children.push("opencode", child, OPENCODE_STOP_GRACE);
+        children.push_log(log);
+        let mut background = None;
+        for _ in 0..200 {
+            background = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            if background.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let background = background.expect("the background process started");
+        let mut launcher = OpenCodeLauncher {
+            env: &env,
+            children: &mut children,
+            proxy: None,
+        };
+        let started = std::time::Instant::now();
+        launcher.release().await;
+        let took = started.elapsed();
+        assert!(
+            took >= OPENCODE_STOP_GRACE && took < OPENCODE_STOP_GRACE + Duration::from_secs(1),
+            "stopped after {took:?}"
+        );
+        assert!(children.pids().is_empty());
+        for pid in [leader, background] {
+            let gone = (0..100).any(|_| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let dead = stat
+                    .rsplit_once(')')
+                    .is_none_or(|(_, r)| r.trim_start().starts_with('Z'));
+                if !dead {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                dead
+            });
+            assert!(gone, "process {pid} still runs");
+        }
+        children.stop_all().await;
     }
 
     #[test]

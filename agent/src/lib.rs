@@ -23,6 +23,7 @@ pub mod git;
 pub mod github;
 pub mod memory;
 pub mod prompts;
+pub mod reaper;
 pub mod redact;
 pub mod runner;
 pub mod sandbox;

@@ -103,6 +103,8 @@ fn main() -> ExitCode {
     init_tracing();
     // The worker runs as the same uid: keep it out of /proc/<pid>/environ and our memory.
     terarchitect_agent::sandbox::harden_process();
+    // What the worker detaches comes back to us, to be killed before the push.
+    terarchitect_agent::reaper::adopt_orphans();
     terarchitect_worker_api::ensure_crypto_provider();
     let result = match run(cli.command, &env) {
         Ok(r) => r,

@@ -59,7 +59,9 @@ impl WorkerSetup for NoSetup {
         Ok(WorkerEndpoint::default())
     }
 
-    async fn release(&mut self) {}
+    async fn release(&mut self) {
+        crate::reaper::sweep_leftovers(&[]).await;
+    }
 }
 
 /// Runs a job to its end. Never panics on bad input; every ending is a [`RunResult`].
@@ -137,7 +139,7 @@ pub async fn run<S: WorkerSetup>(
         Ok(s) => s,
         Err(e) => {
             let f = Failure::misconfigured(e.to_string());
-            reporter.log(f.step(), &f.message, None).await;
+            reporter.log_failure(f.step(), &f.message, None).await;
             return f.into();
         }
     };
@@ -164,7 +166,7 @@ pub async fn run<S: WorkerSetup>(
         Ok(result) => result,
         Err(f) => {
             reporter
-                .log(f.step(), &f.message, f.detail.as_deref())
+                .log_failure(f.step(), &f.message, f.detail.as_deref())
                 .await;
             let mut result = RunResult::from(f);
             result.message = reporter.redactor().redact(&result.message);
@@ -194,6 +196,7 @@ async fn early_log(env: &Env, failure: &Failure) {
         step: Some(failure.step().to_owned()),
         summary: Some(redactor.redact(&failure.message)),
         raw_output: None,
+        success: Some(false),
     };
     let post = client
         .with_timeout(Duration::from_secs(5))

@@ -66,10 +66,12 @@ pub fn worker_env(env: &Env) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A command for a worker process: cleared environment plus the allowlisted variables of `env`.
+/// A command for a worker process: cleared environment plus the allowlisted variables of `env`;
+/// the process dies with the agent ([`crate::reaper::die_with_agent`]).
 pub fn worker_command(program: &str, env: &Env) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
     cmd.env_clear().envs(worker_env(env));
+    crate::reaper::die_with_agent(&mut cmd);
     cmd
 }
 

@@ -126,6 +126,11 @@ async fn ticket_flow_opens_a_pull_request() {
         ],
     );
     assert!(!steps.contains(&"worker_turn_3_prompt".to_owned()));
+    let logs = h.logs().await;
+    assert!(
+        logs.iter().all(|l| l["success"] == true),
+        "a successful run logs no failed entry: {logs:?}"
+    );
 
     // The Director's contract and the worker calls.
     assert!(h.llm.count(LlmKind::CommitMessage) >= 2);
@@ -310,6 +315,21 @@ async fn review_flow_works_on_the_pull_request_branch_and_replies() {
 
 /// Checks the common shape of a failed run: exit code, termination line, final log entry, no
 /// pull request and no completion.
+/// The final entry of a failed run says `success: false`; every entry before it `true`.
+async fn assert_only_the_last_entry_failed(h: &Harness) {
+    let logs = h.logs().await;
+    let flags: Vec<(&str, bool)> = logs
+        .iter()
+        .map(|l| {
+            let ok = l["success"].as_bool().expect("every entry has success");
+            (l["step"].as_str().unwrap_or_default(), ok)
+        })
+        .collect();
+    let (last, before) = flags.split_last().expect("a final entry");
+    assert!(!last.1, "the final entry of a failure: {flags:?}");
+    assert!(before.iter().all(|(_, ok)| *ok), "{flags:?}");
+}
+
 async fn assert_failed(h: &Harness, code: i32, outcome: AgentOutcome, step: &str) {
     assert_eq!(code, outcome.exit_code(), "{}", h.termination());
     let term = h.termination();
@@ -319,6 +339,7 @@ async fn assert_failed(h: &Harness, code: i32, outcome: AgentOutcome, step: &str
     );
     let steps = h.steps().await;
     assert_eq!(steps.last().map(String::as_str), Some(step), "{steps:?}");
+    assert_only_the_last_entry_failed(h).await;
     assert!(h.gh.pulls().is_empty(), "no pull request after a failure");
     assert_ne!(h.ticket().await["column_id"], "in_review");
 }
@@ -606,6 +627,7 @@ async fn missing_input_and_settings_are_misconfigured() {
         "{result:?}"
     );
     assert_eq!(h.steps().await.last().unwrap(), "misconfigured");
+    assert_only_the_last_entry_failed(&h).await;
 
     let (code, _) = h.run_binary(&["bogus"]).await;
     assert_eq!(code, 2);

@@ -246,9 +246,21 @@ async fn logs_and_completion(backend: Backend) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r["message"], "Logged");
     let (_, r2) = api.post(&logs, json!({"session_id": "sess"})).await;
+    // The final entry of a failed run says so.
+    let (s, _) = api
+        .post(
+            &logs,
+            json!({"session_id": "sess", "step": "push_failed", "success": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let (_, listed) = api.get(&logs).await;
     let listed = listed.as_array().unwrap();
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3);
+    assert_eq!(
+        (&listed[2]["step"], &listed[2]["success"]),
+        (&json!("push_failed"), &json!(false))
+    );
     assert_eq!(listed[0]["id"], r["id"]);
     assert_eq!(listed[0]["step"].as_str().unwrap().len(), 100);
     assert_eq!(listed[0]["summary"], "hi");
@@ -257,6 +269,7 @@ async fn logs_and_completion(backend: Backend) {
     assert_eq!(listed[1]["id"], r2["id"]);
     assert_eq!(listed[1]["step"], "step");
     assert_eq!(listed[1]["raw_output"], Value::Null);
+    assert_eq!(listed[1]["success"], true);
     let (s, _) = api
         .post(
             &format!("/api/projects/{pid}/tickets/{}/logs", Uuid::new_v4()),
