@@ -124,7 +124,8 @@ pub struct AgentJobSpec {
     /// default template): maps merge, lists of named items (containers, volumes, env, ...) merge
     /// by name, scalars replace. Fields the operator owns (the agent container's command, args,
     /// envFrom and the run's env variables, restartPolicy, automountServiceAccountToken, the
-    /// operator's labels) and host or service-account access are refused with InvalidSpec.
+    /// operator's labels), host or service-account access and raised container privileges are
+    /// refused with InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_template_schema")]
     pub pod_template: Option<PodTemplateSpec>,

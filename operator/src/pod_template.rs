@@ -14,8 +14,10 @@
 //! than false), `metadata.ownerReferences` and the operator's labels. An AgentJob's own template
 //! (anyone who may create AgentJobs writes it) may in addition not reach the host or a service
 //! account: `serviceAccountName`, `serviceAccount`, `hostNetwork`, `hostPID`, `hostIPC`,
-//! `hostPath` volumes, projected `serviceAccountToken` volumes and privileged containers are
-//! refused; the operator-wide default (written by the cluster administrator) may set those.
+//! `hostPath` volumes, projected `serviceAccountToken` volumes and containers that are
+//! privileged, add capabilities or allow privilege escalation are refused; the operator-wide
+//! default (written by the cluster administrator) may set those. Pod Security admission
+//! (`restricted`) on the agents' namespace remains the cluster's own guard.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::{Map, Value};
@@ -266,12 +268,30 @@ fn check_isolation(spec: &Value, refuse: &Refuse<'_>) -> Result<(), TemplateErro
             .into_iter()
             .flatten()
         {
-            if c.pointer("/securityContext/privileged") == Some(&Value::Bool(true)) {
-                let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-                return refuse(
-                    format!("spec.{kind}[{name}].securityContext.privileged"),
-                    "an AgentJob cannot run privileged containers",
-                );
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+            for (field, raised) in [
+                (
+                    "privileged",
+                    c.pointer("/securityContext/privileged") == Some(&Value::Bool(true)),
+                ),
+                (
+                    "allowPrivilegeEscalation",
+                    c.pointer("/securityContext/allowPrivilegeEscalation")
+                        == Some(&Value::Bool(true)),
+                ),
+                (
+                    "capabilities.add",
+                    c.pointer("/securityContext/capabilities/add")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| !a.is_empty()),
+                ),
+            ] {
+                if raised {
+                    return refuse(
+                        format!("spec.{kind}[{name}].securityContext.{field}"),
+                        "an AgentJob cannot raise a container's privileges",
+                    );
+                }
             }
         }
     }
@@ -478,6 +498,14 @@ mod tests {
             (
                 json!({"spec": {"containers": [{"name": "side", "securityContext": {"privileged": true}}]}}),
                 "spec.podTemplate.spec.containers[side].securityContext.privileged",
+            ),
+            (
+                json!({"spec": {"initContainers": [{"name": "init", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]}}),
+                "spec.podTemplate.spec.initContainers[init].securityContext.capabilities.add",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "agent", "securityContext": {"allowPrivilegeEscalation": true}}]}}),
+                "spec.podTemplate.spec.containers[agent].securityContext.allowPrivilegeEscalation",
             ),
         ];
         for (v, field) in cases {
