@@ -18,6 +18,8 @@ pub struct ContextVersion {
     pub project_revision: i64,
     /// The settings generation the document's agent settings came from.
     pub settings_generation: u64,
+    /// Whether the document's agent settings had their secrets blanked.
+    pub secrets_redacted: bool,
 }
 
 struct Entry {
@@ -96,10 +98,12 @@ mod tests {
     const V1: ContextVersion = ContextVersion {
         project_revision: 1,
         settings_generation: 1,
+        secrets_redacted: false,
     };
     const V2: ContextVersion = ContextVersion {
         project_revision: 2,
         settings_generation: 1,
+        secrets_redacted: false,
     };
 
     #[test]

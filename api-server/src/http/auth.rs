@@ -112,6 +112,11 @@ pub async fn require_worker_auth(
     }
 }
 
+/// Marks a request authenticated by a run token (not the worker key), for handlers that
+/// give such callers less (worker-context blanks the secrets of its agent settings).
+#[derive(Debug, Clone, Copy)]
+pub struct RunCaller;
+
 /// Lets a run-token request through when the route and its ids belong to the grant.
 async fn scoped(grant: RunGrant, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -127,6 +132,7 @@ async fn scoped(grant: RunGrant, req: Request, next: Next) -> Response {
     if !permitted {
         return ApiError::Forbidden(RUN_TOKEN_FORBIDDEN).into_response();
     }
+    parts.extensions.insert(RunCaller);
     next.run(Request::from_parts(parts, body)).await
 }
 

@@ -1,11 +1,11 @@
 //! Agent-facing ticket endpoints (worker auth): worker-context, logs, ticket completion, the
 //! cancel flag, and enqueueing review jobs.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::RunCaller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, OptionalJsonBody, PathParams, json_integer};
 use super::queue::job_state;
@@ -48,6 +49,7 @@ fn ticket_not_found() -> ApiError {
     responses((status = 200, body = WorkerContext), (status = 404)))]
 async fn get_worker_context(
     State(state): State<AppState>,
+    run_caller: Option<Extension<RunCaller>>,
     PathParams((pid, tid)): PathParams<(Uuid, Uuid)>,
 ) -> ApiResult<Response> {
     let failed = |e: DbError| ApiError::Internal(format!("Failed to load context: {e}"));
@@ -58,14 +60,17 @@ async fn get_worker_context(
     )
     .map_err(failed)?;
     let revision = revision.ok_or_else(ticket_not_found)?;
+    // A run token's holder gets its secrets from its own environment: blanking them here keeps
+    // a stolen run token from reading every secret in the settings.
     let version = ContextVersion {
         project_revision: revision,
         settings_generation: settings.generation(),
+        secrets_redacted: state.policy.redact_context_secrets || run_caller.is_some(),
     };
     let body = match state.context_cache.get(tid, version) {
         Some(body) => body,
         None => {
-            let body = build_worker_context(&state, pid, tid, &settings).await?;
+            let body = build_worker_context(&state, pid, tid, &settings, version).await?;
             state.context_cache.put(tid, version, body.clone());
             body
         }
@@ -79,6 +84,7 @@ async fn build_worker_context(
     pid: Uuid,
     tid: Uuid,
     settings: &Resolved,
+    version: ContextVersion,
 ) -> ApiResult<Bytes> {
     let failed = |e: DbError| ApiError::Internal(format!("Failed to load context: {e}"));
     let (project, ticket, graph, notes, backlog, in_progress, done) = tokio::try_join!(
@@ -101,7 +107,7 @@ async fn build_worker_context(
         return Err(ticket_not_found());
     };
     let mut agent_settings = settings.agent_settings();
-    if state.policy.redact_context_secrets {
+    if version.secrets_redacted {
         worker_context::redact_secrets(&mut agent_settings);
     }
     let ctx = worker_context::build(ContextInputs {

@@ -291,6 +291,43 @@ async fn without_a_worker_key_a_run_token_stays_scoped(backend: Backend) {
     assert_eq!(open.get(&ctx(b)).await.0, StatusCode::OK);
 }
 
+/// A run token's holder takes its secrets from its own environment: its worker-context blanks
+/// them, while the worker key (the original runner) still gets them.
+async fn a_run_tokens_context_has_no_secrets(backend: Backend) {
+    let srv = TestServer::start(
+        backend,
+        ready_options().env("TERARCHITECT_WORKER_API_KEY", WORKER_KEY),
+    )
+    .await;
+    let admin = Api::new(&srv);
+    let worker = admin.with_token(WORKER_KEY);
+    let (s, body) = admin
+        .put(
+            "/api/settings",
+            json!({"AGENT_API_KEY": "sk-director-secret", "AGENT_MODEL": "m1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let pid = ready_project(&admin, "R").await;
+    let tid = ticket(&admin, pid, "a").await;
+    start_ticket(&admin, pid, tid).await;
+    let run = claim(&worker, json!({})).await;
+    let ctx = format!("/api/projects/{pid}/tickets/{tid}/worker-context");
+    // Asked in both orders, so a cached document of one caller is never served to the other.
+    for _ in 0..2 {
+        let (s, as_run) = admin.with_token(&run.token).get(&ctx).await;
+        assert_eq!(s, StatusCode::OK, "{as_run}");
+        assert_eq!(as_run["agent_settings"]["AGENT_API_KEY"], "");
+        assert_eq!(as_run["agent_settings"]["AGENT_MODEL"], "m1");
+        let (s, as_worker) = worker.get(&ctx).await;
+        assert_eq!(s, StatusCode::OK, "{as_worker}");
+        assert_eq!(
+            as_worker["agent_settings"]["AGENT_API_KEY"],
+            "sk-director-secret"
+        );
+    }
+}
+
 const ADMIN_OLD: &str = "admin-token-old";
 const ADMIN_NEW: &str = "admin-token-new";
 
@@ -494,6 +531,7 @@ on_both_backends!(
     an_older_attempts_token_is_refused,
     a_lapsed_lease_ends_the_token_before_the_sweep,
     without_a_worker_key_a_run_token_stays_scoped,
+    a_run_tokens_context_has_no_secrets,
     admin_endpoints_need_an_admin_token,
     require_admin_token_fails_closed,
 );
