@@ -686,6 +686,9 @@ async fn fake_opencode_process() {
     }
     let started = std::time::SystemTime::now();
     let env_var = |k: &str| std::env::var(k).ok();
+    if let Some(file) = env_var("FAKE_OPENCODE_PID") {
+        std::fs::write(file, std::process::id().to_string()).unwrap();
+    }
     if let Some(dump) = env_var("FAKE_OPENCODE_ENV_DUMP") {
         let env: String = std::env::vars()
             .map(|(k, v)| format!("{k}={v}\n"))
@@ -708,6 +711,14 @@ async fn fake_opencode_process() {
         // A process a tool left running in the background (same process group).
         let out = std::process::Command::new("sh")
             .args(["-c", "sleep 300 >/dev/null 2>&1 & echo $!"])
+            .output()
+            .unwrap();
+        std::fs::write(file, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    }
+    if let Some(file) = env_var("FAKE_OPENCODE_DETACHED") {
+        // A process a tool detached (own session; its parent shell exits, so it is orphaned).
+        let out = std::process::Command::new("sh")
+            .args(["-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"])
             .output()
             .unwrap();
         std::fs::write(file, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
@@ -937,6 +948,62 @@ async fn opencode_errors_say_what_happened() {
     assert!(!result.message.contains("wrong-password"));
 }
 
+/// An agent that is killed outright (SIGKILL, OOM) takes `opencode serve` with it: no orphan
+/// keeps running with the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_leaves_no_opencode_behind() {
+    let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
+    let pid_file = h.dir.path().join("opencode-pid.txt");
+    let script = fake_opencode_script(&h, &[("FAKE_OPENCODE_PID", pid_file.to_str().unwrap())]);
+    let port = closed_port();
+    h.unset_env("OPENCODE_SERVER_URL");
+    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
+    h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
+    h.set_env("JOB_KIND", "ticket");
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_terarchitect-agent"))
+        .arg("entrypoint")
+        .env_clear()
+        .envs(h.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut opencode = None;
+    for _ in 0..3000 {
+        opencode = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if opencode.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let opencode = opencode.expect("the agent started opencode");
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(alive(opencode));
+    agent.kill().await.unwrap();
+    let mut gone = false;
+    for _ in 0..300 {
+        if !alive(opencode) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !gone {
+        // SAFETY: the fake OpenCode this test started (through the agent).
+        unsafe {
+            libc::kill(opencode, libc::SIGKILL);
+        }
+    }
+    assert!(gone, "opencode ({opencode}) outlived the killed agent");
+}
+
 /// Writes the `opencode` script the entrypoint tests start: it runs this test binary's
 /// [`fake_opencode_process`] on the port it is given with the `FAKE_OPENCODE_*` settings
 /// `vars` (written into the script: the worker's environment is an allowlist), keeping its
@@ -964,9 +1031,11 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
     let env_dump = h.dir.path().join("opencode-env.txt");
     let times = h.dir.path().join("opencode-times.txt");
     let leftover = h.dir.path().join("opencode-leftover.txt");
+    let detached = h.dir.path().join("opencode-detached.txt");
     let script = fake_opencode_script(
         &h,
         &[
+            ("FAKE_OPENCODE_DETACHED", detached.to_str().unwrap()),
             ("FAKE_OPENCODE_RECORD", record.to_str().unwrap()),
             ("FAKE_OPENCODE_ENV_DUMP", env_dump.to_str().unwrap()),
             ("FAKE_OPENCODE_TIMES", times.to_str().unwrap()),
@@ -1015,14 +1084,25 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
-    // What the worker left running is gone (its process group was killed before the push).
-    let pid = std::fs::read_to_string(&leftover).unwrap();
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    // What the worker left running is gone (its process group was killed before the push),
+    // and so is what it detached with setsid (adopted by the agent, swept before the push).
+    for file in [&leftover, &detached] {
+        let pid = std::fs::read_to_string(file).unwrap();
+        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")),
-        "the leftover process {pid} still runs"
-    );
+                .is_ok_and(|s| s.contains(") Z "));
+        if !gone && let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: the test's own leftover (started by the fake OpenCode it spawned).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        assert!(
+            gone,
+            "the leftover process {pid} ({}) still runs",
+            file.display()
+        );
+    }
 
     // Start-up: from the process start to the first session, not 10 s per unanswered probe.
     let t = std::fs::read_to_string(&times).unwrap();
