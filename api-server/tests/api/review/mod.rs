@@ -18,6 +18,16 @@ pub const TOKEN: &str = "ghp_test_token";
 /// The webhook secret of the review tests.
 pub const SECRET: &str = "whsec-review-tests-0b5e";
 
+/// The Prometheus text the server at `base` serves on `/metrics`.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A server talking to a fake GitHub, with a project on `acme/shop` and one ticket in review
 /// on pull request #100.
 pub struct ReviewWorld {

@@ -10,7 +10,7 @@ use terarchitect_api_server::review::store::{release_lease, try_lease};
 use terarchitect_api_server::review::{BOT_SIGNATURE, CycleReport};
 use terarchitect_test_fakes::Limited;
 
-use super::ReviewWorld;
+use super::{ReviewWorld, metrics_text};
 use crate::common::*;
 
 async fn poll(w: &ReviewWorld) -> CycleReport {
@@ -246,12 +246,7 @@ async fn the_rate_limit_stops_the_poller(backend: Backend) {
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     assert!(v["detail"].as_str().unwrap().contains("rate limit"), "{v}");
     assert_eq!(w.gh.requests().len(), sent);
-    let metrics = reqwest::get(format!("{}/metrics", w.srv.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&w.srv.url()).await;
     assert!(
         metrics.contains("terarchitect_pr_poll_cycles_total{outcome=\"rate_limited\"} 2"),
         "{metrics}"
@@ -331,12 +326,7 @@ async fn the_background_poller_runs_on_its_interval(backend: Backend) {
         )
         .await;
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        let metrics = reqwest::get(format!("http://{}/metrics", other.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_text(&format!("http://{}", other.addr)).await;
         assert!(
             !metrics.contains("terarchitect_pr_poll_cycles_total{"),
             "the second replica polled: {metrics}"

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use terarchitect_api_server::review::BOT_SIGNATURE;
 use terarchitect_api_server::review::webhook::sign;
 
-use super::{ReviewWorld, SECRET};
+use super::{ReviewWorld, SECRET, metrics_text};
 use crate::common::*;
 
 /// Sends a delivery signed with `secret` (unsigned when None).
@@ -31,6 +31,34 @@ pub async fn deliver(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Posts `body` as an `issue_comment` delivery with the given signature header and no
+/// delivery id: for bodies [`deliver`] cannot produce (tampered, not JSON).
+async fn post_raw(base: &str, signature: String, body: impl Into<reqwest::Body>) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("{base}/api/github/webhook"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "issue_comment")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Asserts a delivery was accepted (200) and ignored.
+fn assert_ignored(status: StatusCode, v: &Value) {
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v["message"].as_str().unwrap().starts_with("Ignored"), "{v}");
+}
+
+impl ReviewWorld {
+    /// Sends a delivery to this world's server, signed with [`SECRET`].
+    async fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> (StatusCode, Value) {
+        deliver(&self.srv.url(), Some(SECRET), event, delivery, payload).await
+    }
+}
+
 /// An `issue_comment` payload for a comment GitHub returned.
 pub fn issue_comment(repo: &str, pr: u64, comment: &Value) -> Value {
     json!({"action": "created", "repository": {"full_name": repo},
@@ -41,14 +69,9 @@ async fn a_reviewer_comment_enqueues_a_review_job(backend: Backend) {
     let w = ReviewWorld::start(backend).await;
     let c =
         w.gh.add_issue_comment(100, "alice", "Please rename greet to welcome.");
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "issue_comment",
-        "d-1",
-        &issue_comment("acme/shop", 100, &c),
-    )
-    .await;
+    let (s, v) = w
+        .deliver("issue_comment", "d-1", &issue_comment("acme/shop", 100, &c))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["message"], "Processed");
     assert_eq!(v["tickets"], json!([w.tid]));
@@ -70,26 +93,16 @@ async fn a_reviewer_comment_enqueues_a_review_job(backend: Backend) {
     assert!(w.gh.requests().is_empty(), "a comment needs no GitHub call");
 
     // A redelivery is ignored; a new delivery of the same comment finds the job in place.
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "issue_comment",
-        "d-1",
-        &issue_comment("acme/shop", 100, &c),
-    )
-    .await;
+    let (s, v) = w
+        .deliver("issue_comment", "d-1", &issue_comment("acme/shop", 100, &c))
+        .await;
     assert_eq!(
         (s, &v["message"]),
         (StatusCode::OK, &json!("Duplicate delivery ignored"))
     );
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "issue_comment",
-        "d-2",
-        &issue_comment("acme/shop", 100, &c),
-    )
-    .await;
+    let (s, v) = w
+        .deliver("issue_comment", "d-2", &issue_comment("acme/shop", 100, &c))
+        .await;
     assert_eq!((s, &v["enqueued_job_ids"]), (StatusCode::OK, &json!([])));
     assert_eq!(w.review_jobs(w.tid).await.len(), 1);
 
@@ -107,14 +120,9 @@ async fn a_reviewer_comment_enqueues_a_review_job(backend: Backend) {
     );
     let payload = json!({"action": "created", "repository": {"full_name": "acme/shop"},
         "pull_request": {"number": 100}, "comment": reply});
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "pull_request_review_comment",
-        "d-3",
-        &payload,
-    )
-    .await;
+    let (s, v) = w
+        .deliver("pull_request_review_comment", "d-3", &payload)
+        .await;
     assert_eq!((s, &v["enqueued_job_ids"]), (StatusCode::OK, &json!([])));
     assert_eq!(
         w.addressed(100, reply["id"].as_i64().unwrap()).await,
@@ -126,24 +134,12 @@ async fn a_reviewer_comment_enqueues_a_review_job(backend: Backend) {
         w.gh.add_review(100, "bob", "CHANGES_REQUESTED", "Add a test.");
     let payload = json!({"action": "submitted", "repository": {"full_name": "AcMe/Shop"},
         "pull_request": {"number": 100}, "review": review});
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "pull_request_review",
-        "d-4",
-        &payload,
-    )
-    .await;
+    let (s, v) = w.deliver("pull_request_review", "d-4", &payload).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["enqueued_job_ids"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(w.review_jobs(w.tid).await[0]["comment_body"], "Add a test.");
 
-    let metrics = reqwest::get(format!("{}/metrics", w.srv.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&w.srv.url()).await;
     assert!(
         metrics.contains("terarchitect_review_jobs_enqueued_total{source=\"webhook\"} 2"),
         "{metrics}"
@@ -165,29 +161,18 @@ async fn signatures_are_checked(backend: Backend) {
     let sig = sign(SECRET.as_bytes(), &body);
     let mut tampered = body.clone();
     tampered.extend_from_slice(b" ");
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/github/webhook", w.srv.url()))
-        .header("content-type", "application/json")
-        .header("x-github-event", "issue_comment")
-        .header("x-hub-signature-256", sig)
-        .body(tampered)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post_raw(&w.srv.url(), sig, tampered).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert!(w.review_jobs(w.tid).await.is_empty());
     // The unsigned delivery was not recorded: signed, it is processed.
-    let (s, v) = deliver(&w.srv.url(), Some(SECRET), "issue_comment", "d-x", &payload).await;
+    let (s, v) = w.deliver("issue_comment", "d-x", &payload).await;
     assert_eq!((s, &v["message"]), (StatusCode::OK, &json!("Processed")));
 
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "ping",
-        "d-ping",
-        &json!({"zen": "Design for failure."}),
-    )
-    .await;
+    let (s, v) = w
+        .deliver("ping", "d-ping", &json!({"zen": "Design for failure."}))
+        .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"message": "pong"})));
 
     // Without a secret the endpoint is off.
@@ -210,25 +195,10 @@ async fn merges_and_approvals_finish_tickets(backend: Backend) {
         json!({"action": "closed", "repository": {"full_name": "acme/shop"},
             "pull_request": {"number": n, "merged": merged}})
     };
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "pull_request",
-        "m-1",
-        &closed(false, 100),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-    assert!(v["message"].as_str().unwrap().starts_with("Ignored"), "{v}");
+    let (s, v) = w.deliver("pull_request", "m-1", &closed(false, 100)).await;
+    assert_ignored(s, &v);
     assert_eq!(w.column(w.tid).await, "in_review", "closed without merging");
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "pull_request",
-        "m-2",
-        &closed(true, 100),
-    )
-    .await;
+    let (s, v) = w.deliver("pull_request", "m-2", &closed(true, 100)).await;
     assert_eq!(
         (s, &v["done_ticket_ids"]),
         (StatusCode::OK, &json!([w.tid]))
@@ -240,14 +210,7 @@ async fn merges_and_approvals_finish_tickets(backend: Backend) {
     let approval = w.gh.add_review(101, "alice", "APPROVED", "");
     let payload = json!({"action": "submitted", "repository": {"full_name": "acme/shop"},
         "pull_request": {"number": 101}, "review": approval});
-    deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "pull_request_review",
-        "a-1",
-        &payload,
-    )
-    .await;
+    w.deliver("pull_request_review", "a-1", &payload).await;
     assert_eq!(
         w.column(second).await,
         "in_review",
@@ -256,14 +219,7 @@ async fn merges_and_approvals_finish_tickets(backend: Backend) {
     let approval = w.gh.add_review(101, "bob", "APPROVED", "");
     let payload = json!({"action": "submitted", "repository": {"full_name": "acme/shop"},
         "pull_request": {"number": 101}, "review": approval});
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "pull_request_review",
-        "a-2",
-        &payload,
-    )
-    .await;
+    let (s, v) = w.deliver("pull_request_review", "a-2", &payload).await;
     assert_eq!(
         (s, &v["done_ticket_ids"]),
         (StatusCode::OK, &json!([second]))
@@ -276,66 +232,47 @@ async fn other_repositories_and_tickets_are_ignored(backend: Backend) {
     let c = w.gh.add_issue_comment(100, "alice", "Hello");
     let ignored = "Ignored: no ticket in review for this pull request";
     // Same number, another repository.
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "issue_comment",
-        "o-1",
-        &issue_comment("acme/other", 100, &c),
-    )
-    .await;
+    let (s, v) = w
+        .deliver(
+            "issue_comment",
+            "o-1",
+            &issue_comment("acme/other", 100, &c),
+        )
+        .await;
     assert_eq!((s, &v["message"]), (StatusCode::OK, &json!(ignored)));
     // A pull request no ticket has.
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "issue_comment",
-        "o-2",
-        &issue_comment("acme/shop", 999, &c),
-    )
-    .await;
+    let (s, v) = w
+        .deliver("issue_comment", "o-2", &issue_comment("acme/shop", 999, &c))
+        .await;
     assert_eq!((s, &v["message"]), (StatusCode::OK, &json!(ignored)));
     // A ticket that left review.
     w.api
         .patch(&w.path(w.tid, ""), json!({"column_id": "backlog"}))
         .await;
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "issue_comment",
-        "o-3",
-        &issue_comment("acme/shop", 100, &c),
-    )
-    .await;
+    let (s, v) = w
+        .deliver("issue_comment", "o-3", &issue_comment("acme/shop", 100, &c))
+        .await;
     assert_eq!((s, &v["message"]), (StatusCode::OK, &json!(ignored)));
     // A comment on a plain issue, an unhandled event.
     let mut plain = issue_comment("acme/shop", 100, &c);
     plain["issue"] = json!({"number": 100});
-    let (s, v) = deliver(&w.srv.url(), Some(SECRET), "issue_comment", "o-4", &plain).await;
-    assert_eq!(s, StatusCode::OK);
-    assert!(v["message"].as_str().unwrap().starts_with("Ignored"), "{v}");
-    let (s, v) = deliver(
-        &w.srv.url(),
-        Some(SECRET),
-        "push",
-        "o-5",
-        &json!({"repository": {"full_name": "acme/shop"}}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-    assert!(v["message"].as_str().unwrap().starts_with("Ignored"), "{v}");
+    let (s, v) = w.deliver("issue_comment", "o-4", &plain).await;
+    assert_ignored(s, &v);
+    let (s, v) = w
+        .deliver(
+            "push",
+            "o-5",
+            &json!({"repository": {"full_name": "acme/shop"}}),
+        )
+        .await;
+    assert_ignored(s, &v);
     assert!(w.jobs(w.tid).await.is_empty());
     // Not JSON (after a valid signature).
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/github/webhook", w.srv.url()))
-        .header("content-type", "application/json")
-        .header("x-github-event", "issue_comment")
-        .header("x-hub-signature-256", sign(SECRET.as_bytes(), b"{nope"))
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let sig = sign(SECRET.as_bytes(), b"{nope");
+    assert_eq!(
+        post_raw(&w.srv.url(), sig, "{nope").await,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn the_webhook_is_exempt_from_admin_auth(backend: Backend) {
