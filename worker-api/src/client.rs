@@ -127,6 +127,20 @@ pub enum HeartbeatOutcome {
     Unsupported,
 }
 
+/// Outcome of a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The job is pending again.
+    Released,
+    /// 409: the job is not running under this claim (finished, re-queued or reclaimed).
+    NotRunning {
+        /// The job's current status.
+        status: String,
+    },
+    /// The server has no release endpoint (the original app).
+    Unsupported,
+}
+
 /// Client for the worker API. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkerApiClient {
@@ -385,6 +399,32 @@ impl WorkerApiClient {
             }
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED if !extended => {
                 Ok(HeartbeatOutcome::Unsupported)
+            }
+            _ => Err(Self::status_error(Method::POST, &path, resp).await),
+        }
+    }
+
+    /// `POST /api/worker/jobs/<id>/release` (an addition): gives a running job back to the queue.
+    /// A 404 or 405 from a server that does not speak the extended protocol is `Unsupported`;
+    /// from one that does, a 404 is an error (no such job).
+    pub async fn release_job(
+        &self,
+        job_id: Uuid,
+        req: &ReleaseJobRequest,
+    ) -> Result<ReleaseOutcome, WorkerApiError> {
+        let path = format!("/api/worker/jobs/{job_id}/release");
+        let resp = self.send(Method::POST, &path, |r| r.json(req)).await?;
+        let extended = resp.headers().contains_key(EXTENSIONS_HEADER);
+        match resp.status() {
+            s if s.is_success() => Ok(ReleaseOutcome::Released),
+            StatusCode::CONFLICT => {
+                let conflict: JobConflict = Self::read_json(Method::POST, &path, resp).await?;
+                Ok(ReleaseOutcome::NotRunning {
+                    status: conflict.status,
+                })
+            }
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED if !extended => {
+                Ok(ReleaseOutcome::Unsupported)
             }
             _ => Err(Self::status_error(Method::POST, &path, resp).await),
         }

@@ -9,7 +9,7 @@ pub mod types;
 
 pub use client::{
     ClaimOutcome, EXTENSIONS_HEADER, EXTENSIONS_VERSION, HeartbeatOutcome, JobReport,
-    WorkerApiClient, WorkerApiError, ensure_crypto_provider,
+    ReleaseOutcome, WorkerApiClient, WorkerApiError, ensure_crypto_provider,
 };
 pub use outcome::AgentOutcome;
 pub use types::*;

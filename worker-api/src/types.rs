@@ -239,11 +239,24 @@ pub struct CompleteJobRequest {
     pub attempt: Option<i32>,
 }
 
+/// Body of `POST /api/worker/jobs/<id>/release` (an addition; optional): gives a running job back
+/// to the queue without failing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReleaseJobRequest {
+    /// Only release the job if this is still its current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    /// Why the claimer gives the job back, e.g. `Unschedulable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// 200 answer of job complete and fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobTransitionResponse {
-    /// `Job completed` or `Job failed`.
+    /// `Job completed`, `Job failed` or `Job released`.
     pub message: String,
     /// The job id.
     pub job_id: Uuid,

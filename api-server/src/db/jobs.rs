@@ -47,7 +47,7 @@ pub struct NewReviewJob {
     pub github_comment_id: Option<i64>,
 }
 
-/// Outcome of complete, fail and heartbeat.
+/// Outcome of complete, fail, release and heartbeat.
 #[derive(Debug, Clone)]
 pub enum TransitionOutcome {
     /// Applied; the job after the change.
@@ -212,6 +212,45 @@ impl Db {
             .await
     }
 
+    /// Gives a running job back to the queue: `pending` again with its lease cleared (so the
+    /// claim's run token, bound to a running attempt, stops working; the next claim replaces
+    /// it), and `releases` counted so the claim does not use up one of `max_attempts`.
+    /// `attempt` is kept, so a stale attempt guard never matches a later claim.
+    pub async fn release_job(
+        &self,
+        job_id: Uuid,
+        attempt: Option<i32>,
+    ) -> DbResult<TransitionOutcome> {
+        let ts = now();
+        let sql = format!(
+            "UPDATE agent_jobs SET status = 'pending', updated_at = $2, claimed_at = NULL, \
+               lease_expires_at = NULL, releases = releases + 1 \
+             WHERE id = $1 AND status = 'running' AND ($3 OR attempt = $4) RETURNING {JOB_COLUMNS}"
+        );
+        with_db!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(job_id)
+                .bind(ts)
+                .bind(attempt.is_none())
+                .bind(attempt.unwrap_or(0))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match row {
+                Some(job) => TransitionOutcome::Applied(Box::new(job)),
+                None => match current_state!(&mut *tx, job_id) {
+                    TransitionOutcome::Applied(job) => TransitionOutcome::NotRunning {
+                        status: job.status,
+                        attempt: job.attempt,
+                    },
+                    other => other,
+                },
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
     /// Extends a running job's lease to `lease_seconds` (or the claim's lease length) from now.
     pub async fn heartbeat_job(
         &self,
@@ -256,7 +295,7 @@ impl Db {
     }
 
     /// Puts running jobs whose lease ran out back to pending, or fails them (reason
-    /// `LeaseExpired`) once they have used `max_attempts` claims.
+    /// `LeaseExpired`) once they have used `max_attempts` claims (released claims excepted).
     pub async fn expire_leases(&self, max_attempts: i32) -> DbResult<ExpiryPass> {
         let ts = now();
         with_db!(self, pool => {
@@ -265,7 +304,7 @@ impl Db {
                 "UPDATE agent_jobs SET status = 'failed', fail_reason = 'LeaseExpired', \
                    fail_message = 'The claimer stopped renewing its lease and the job used all its attempts', \
                    finished_at = $1, updated_at = $1, lease_expires_at = NULL \
-                 WHERE status = 'running' AND lease_expires_at < $1 AND attempt >= $2",
+                 WHERE status = 'running' AND lease_expires_at < $1 AND attempt - releases >= $2",
             )
             .bind(ts)
             .bind(max_attempts)

@@ -204,7 +204,13 @@ const PULL_REQUEST_OPERATIONS: &[&str] = &["ticket_review", "post_comment", "app
 const NOTE_OPERATIONS: &[&str] = &["get_note", "update_note", "delete_note"];
 
 /// Operations that take a `{job_id}`.
-const JOB_OPERATIONS: &[&str] = &["get_job", "complete_job", "fail_job", "heartbeat_job"];
+const JOB_OPERATIONS: &[&str] = &[
+    "get_job",
+    "complete_job",
+    "fail_job",
+    "heartbeat_job",
+    "release_job",
+];
 
 /// Named links of one answer.
 type Links = Vec<(String, Value)>;

@@ -1,5 +1,5 @@
 //! The job queue endpoints (worker auth): claim (with optional long poll and lease), job state,
-//! heartbeat, complete and fail.
+//! heartbeat, complete, fail and release.
 
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_job))
         .routes(routes!(fail_job))
         .routes(routes!(heartbeat_job))
+        .routes(routes!(release_job))
         // Every queue answer (errors included) tells clients this server speaks the extended
         // protocol, so they can tell "no heartbeat endpoint" (the original) from "no such job".
         .layer(SetResponseHeaderLayer::overriding(
@@ -118,6 +119,18 @@ struct FailBody {
     /// Only fail the job if this is still its current attempt.
     #[serde(default, deserialize_with = "optional_integer")]
     attempt: Option<i32>,
+}
+
+/// Body of job release (optional; an addition).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReleaseJobRequest, examples(json!({"attempt": 1, "reason": "Unschedulable"})))]
+struct ReleaseBody {
+    /// Only release the job if this is still its current attempt.
+    #[serde(default, deserialize_with = "optional_integer")]
+    attempt: Option<i32>,
+    /// Why the claimer gives the job back, e.g. `Unschedulable` (logged; at most 100
+    /// characters).
+    reason: Option<String>,
 }
 
 /// Body of a heartbeat (optional).
@@ -331,6 +344,34 @@ async fn fail_job(
         .fail_job(id, body.attempt, reason.as_deref(), body.message.as_deref())
         .await?;
     transition_response(outcome, "Job failed")
+}
+
+/// Give a running job back to the queue (an addition): it is `pending` again, its lease and its
+/// claim's run token end, and the claim does not count against the attempts limit.
+#[utoipa::path(post, path = "/api/worker/jobs/{job_id}/release", tag = "queue",
+    params(("job_id" = Uuid, Path)), request_body = Option<ReleaseBody>,
+    security(("worker_token" = [])),
+    responses((status = 200, body = JobTransitionResponse), (status = 400, description = "A field of the wrong type"),
+        (status = 404),
+        (status = 409, body = JobConflict, description = "The job is not running, or runs under another attempt")))]
+async fn release_job(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<Uuid>,
+    OptionalJsonBody(body): OptionalJsonBody<ReleaseBody>,
+) -> ApiResult<Response> {
+    let reason: String = body
+        .reason
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .collect();
+    let outcome = state.db.release_job(id, body.attempt).await?;
+    if let TransitionOutcome::Applied(job) = &outcome {
+        tracing::info!(job = %job.id, ticket = %job.ticket_id, attempt = job.attempt, %reason, "released job back to the queue");
+        state.events.notify();
+    }
+    transition_response(outcome, "Job released")
 }
 
 /// Extend a running job's lease; the answer says whether its ticket asked to cancel.

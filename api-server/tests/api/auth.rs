@@ -136,6 +136,7 @@ async fn run_tokens_reach_only_their_run(backend: Backend) {
         ("POST", "/api/worker/jobs/start".to_owned()),
         ("POST", format!("/api/worker/jobs/{}/complete", run_a.job)),
         ("POST", format!("/api/worker/jobs/{}/fail", run_a.job)),
+        ("POST", format!("/api/worker/jobs/{}/release", run_a.job)),
         ("POST", format!("/api/projects/{p1}/memory/delete")),
         (
             "POST",

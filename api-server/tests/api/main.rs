@@ -7,6 +7,7 @@ mod first_run;
 mod openapi;
 mod projects;
 mod queue;
+mod release;
 mod review;
 mod settings;
 mod startup;

@@ -10,7 +10,7 @@ use crate::common::*;
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
 /// The worker API (worker key or run token); every other non-public operation is admin API.
-const WORKER_OPERATIONS: [&str; 13] = [
+const WORKER_OPERATIONS: [&str; 14] = [
     "GET /api/projects/{project_id}/tickets/{ticket_id}/worker-context",
     "POST /api/projects/{project_id}/tickets/{ticket_id}/logs",
     "POST /api/projects/{project_id}/tickets/{ticket_id}/complete",
@@ -21,6 +21,7 @@ const WORKER_OPERATIONS: [&str; 13] = [
     "POST /api/worker/jobs/{job_id}/complete",
     "POST /api/worker/jobs/{job_id}/fail",
     "POST /api/worker/jobs/{job_id}/heartbeat",
+    "POST /api/worker/jobs/{job_id}/release",
     "POST /api/projects/{project_id}/memory/index",
     "POST /api/projects/{project_id}/memory/retrieve",
     "POST /api/projects/{project_id}/memory/delete",
@@ -152,6 +153,7 @@ async fn document_describes_errors_security_and_links(backend: Backend) {
         "POST /api/worker/jobs/{job_id}/complete",
         "POST /api/worker/jobs/{job_id}/fail",
         "POST /api/worker/jobs/{job_id}/heartbeat",
+        "POST /api/worker/jobs/{job_id}/release",
         "POST /api/projects/{project_id}/tickets/{ticket_id}/complete",
     ] {
         assert_ne!(op(name)["requestBody"]["required"], json!(true), "{name}");
@@ -210,7 +212,13 @@ async fn document_describes_errors_security_and_links(backend: Backend) {
         );
     }
     let claim_links = links("POST /api/worker/jobs/start", "200");
-    for target in ["get_job", "heartbeat_job", "complete_job", "fail_job"] {
+    for target in [
+        "get_job",
+        "heartbeat_job",
+        "complete_job",
+        "fail_job",
+        "release_job",
+    ] {
         assert_eq!(
             claim_links[target]["parameters"]["job_id"], "$response.body#/job_id",
             "{target}"
