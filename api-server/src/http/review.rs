@@ -120,6 +120,23 @@ async fn token(state: &AppState) -> ReviewResult<Option<String>> {
     Ok(state.review.token().await?)
 }
 
+/// Sends a write to GitHub with the configured token; a failure is a 502 with `error`.
+async fn send_to_github(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    body: &Value,
+    error: &'static str,
+) -> ReviewResult<Value> {
+    let token = token(state).await?;
+    state
+        .review
+        .github()
+        .send(token.as_deref(), method, path, body)
+        .await
+        .map_err(github_failed(error))
+}
+
 fn truncate(text: &str) -> String {
     if text.chars().count() > MAX_COMMENT_CHARS {
         let head: String = text.chars().take(MAX_COMMENT_CHARS - 3).collect();
@@ -285,18 +302,14 @@ async fn post_comment(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("body is required"))?;
     let (n, slug) = pr_of(&state, pid, tid).await?;
-    let token = token(&state).await?;
-    let posted = state
-        .review
-        .github()
-        .send(
-            token.as_deref(),
-            Method::POST,
-            &format!("/repos/{slug}/issues/{n}/comments"),
-            &json!({"body": truncate(text)}),
-        )
-        .await
-        .map_err(github_failed("Failed to post comment"))?;
+    let posted = send_to_github(
+        &state,
+        Method::POST,
+        &format!("/repos/{slug}/issues/{n}/comments"),
+        &json!({"body": truncate(text)}),
+        "Failed to post comment",
+    )
+    .await?;
     if let Some(comment) = comment_from_json(&posted) {
         handle_ui_comment(&state, pid, tid, comment).await;
     }
@@ -346,18 +359,14 @@ async fn approve(
     {
         review["body"] = json!(text.chars().take(MAX_COMMENT_CHARS).collect::<String>());
     }
-    let token = token(&state).await?;
-    state
-        .review
-        .github()
-        .send(
-            token.as_deref(),
-            Method::POST,
-            &format!("/repos/{slug}/pulls/{n}/reviews"),
-            &review,
-        )
-        .await
-        .map_err(github_failed("Failed to approve"))?;
+    send_to_github(
+        &state,
+        Method::POST,
+        &format!("/repos/{slug}/pulls/{n}/reviews"),
+        &review,
+        "Failed to approve",
+    )
+    .await?;
     Ok(Json(json!({"message": "PR approved"})))
 }
 
@@ -381,18 +390,14 @@ async fn merge(
         .and_then(Value::as_str)
         .filter(|m| matches!(*m, "merge" | "squash" | "rebase"))
         .unwrap_or("merge");
-    let token = token(&state).await?;
-    state
-        .review
-        .github()
-        .send(
-            token.as_deref(),
-            Method::PUT,
-            &format!("/repos/{slug}/pulls/{n}/merge"),
-            &json!({"merge_method": method}),
-        )
-        .await
-        .map_err(github_failed("Failed to merge"))?;
+    send_to_github(
+        &state,
+        Method::PUT,
+        &format!("/repos/{slug}/pulls/{n}/merge"),
+        &json!({"merge_method": method}),
+        "Failed to merge",
+    )
+    .await?;
     if let Ok(Some(target)) = store::target_of_ticket(&state.db, pid, tid).await
         && let Err(e) = state.review.finish(&target, "ui", "merged").await
     {
