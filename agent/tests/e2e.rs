@@ -194,9 +194,7 @@ async fn ticket_rerun_continues_the_branch_and_reuses_the_open_pull_request() {
     let h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     h.push_branch(&h.branch(), "earlier.txt");
     h.gh.add_pull(7, &h.branch());
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
     assert!(result.message.contains("#7 reused"), "{result:?}");
     assert_eq!(h.gh.state.lock().unwrap().created, 0);
@@ -217,9 +215,7 @@ async fn ticket_rerun_continues_the_branch_and_reuses_the_open_pull_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_ticket_may_finish_on_its_first_assessment() {
     let h = Harness::new("Project setup", &[DONE]).await;
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
     let steps = h.steps().await;
     assert_in_order(
@@ -405,9 +401,7 @@ async fn api_server_down_fails_with_api_unavailable() {
 async fn refused_pull_request_fails_with_pull_request_failed() {
     let h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     h.gh.state.lock().unwrap().refuse_create = true;
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(
         result.outcome,
         AgentOutcome::PullRequestFailed,
@@ -551,9 +545,7 @@ async fn worker_call_timeout_is_a_time_limit() {
     let mut h = Harness::new("Add greeting", &[]).await;
     h.oc.set_slow_from(0);
     h.set_env("WORKER_TIMEOUT_SEC", "1");
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::TimeLimit, "{result:?}");
     assert!(result.message.contains("WORKER_TIMEOUT_SEC"), "{result:?}");
 }
@@ -580,9 +572,7 @@ async fn long_runs_summarize_the_worker_session_and_compact_the_director_history
     h.set_env("AGENT_MAX_TURNS", "29");
     h.set_env("AGENT_CONTEXT_TOKENS", "3000");
     h.set_env("OPENCODE_SERVER_PASSWORD", "oc-password-123");
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::TurnLimit, "{result:?}");
     assert_eq!(h.oc.state.lock().unwrap().summarized, 1);
     let auth = h.oc.state.lock().unwrap().auth.clone();
@@ -618,9 +608,7 @@ async fn missing_input_and_settings_are_misconfigured() {
     h.set_env("WORKER_MODE", "claude-code");
     h.set_env("AGENT_PROVIDER", "vllm");
     h.set_env("AGENT_LLM_URL", "");
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Misconfigured, "{result:?}");
     assert!(
         result.message.contains("AGENT_LLM_URL is required"),
@@ -650,9 +638,7 @@ async fn claude_code_worker_mode_runs_the_cli() {
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     h.set_env("WORKER_MODE", "claude-code");
     h.set_env("CLAUDE_BIN", bin.to_str().unwrap());
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
     assert!(
         h.remote_files(&h.branch())
@@ -746,13 +732,11 @@ async fn fake_opencode_process() {
 async fn entrypoint_starts_opencode_and_runs_the_job() {
     let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     let record = h.dir.path().join("opencode-config.json");
-    let script = fake_opencode_script(&h, &[("FAKE_OPENCODE_RECORD", record.to_str().unwrap())]);
-    let port = closed_port();
-    h.unset_env("OPENCODE_SERVER_URL");
-    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
-    h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
+    let port = entrypoint_starts_fake_opencode(
+        &mut h,
+        &[("FAKE_OPENCODE_RECORD", record.to_str().unwrap())],
+    );
     h.set_env("WORKER_LLM_URL", "http://llm.internal:8000/v1");
-    h.set_env("JOB_KIND", "ticket");
     let (code, stderr) = h.run_binary(&["entrypoint"]).await;
     assert_eq!(code, 0, "{stderr}");
     let config: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
@@ -821,9 +805,7 @@ async fn an_error_inside_a_200_answer_ends_the_run_with_the_providers_message() 
 async fn a_retryable_error_answer_is_retried_then_gives_up() {
     let h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     h.oc.push(OcBehaviour::ErrorAnswer(api_error("overloaded", 429, true)));
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
     let prompts = h.oc.prompts();
     assert_eq!(prompts[0], prompts[1], "the research prompt was sent again");
@@ -832,9 +814,7 @@ async fn a_retryable_error_answer_is_retried_then_gives_up() {
     for _ in 0..3 {
         h.oc.push(OcBehaviour::ErrorAnswer(api_error("overloaded", 503, true)));
     }
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(
         result.outcome,
         AgentOutcome::WorkerUnavailable,
@@ -852,9 +832,7 @@ async fn the_question_tool_is_turned_off_so_it_never_blocks_a_turn() {
     let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     h.oc.push(OcBehaviour::Question);
     h.set_env("WORKER_TIMEOUT_SEC", "5");
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
     assert_eq!(h.oc.question_offered(), 0);
     let state = h.oc.state.lock().unwrap();
@@ -871,9 +849,7 @@ async fn a_pending_permission_request_is_rejected_so_the_turn_goes_on() {
     let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     h.oc.push(OcBehaviour::Permission("/tmp/*".into()));
     h.set_env("WORKER_TIMEOUT_SEC", "5");
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(result.outcome, AgentOutcome::Succeeded, "{result:?}");
     let replies = h.oc.replies();
     assert_eq!(replies.len(), 1, "{replies:?}");
@@ -903,9 +879,7 @@ async fn opencode_errors_say_what_happened() {
     // An unknown provider/model: HTTP 500 UnknownError with a reference only.
     let h = Harness::new("Add greeting", &[]).await;
     h.oc.push(OcBehaviour::UnknownError);
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(
         result.outcome,
         AgentOutcome::WorkerUnavailable,
@@ -933,9 +907,7 @@ async fn opencode_errors_say_what_happened() {
     .await;
     h.set_env("OPENCODE_SERVER_URL", &h.oc.url.clone());
     h.set_env("OPENCODE_SERVER_PASSWORD", "wrong-password");
-    let result = h
-        .run_in_process(JobKind::Ticket, CancellationToken::new())
-        .await;
+    let result = h.run_ticket().await;
     assert_eq!(
         result.outcome,
         AgentOutcome::WorkerUnavailable,
@@ -954,12 +926,7 @@ async fn opencode_errors_say_what_happened() {
 async fn a_killed_agent_leaves_no_opencode_behind() {
     let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
     let pid_file = h.dir.path().join("opencode-pid.txt");
-    let script = fake_opencode_script(&h, &[("FAKE_OPENCODE_PID", pid_file.to_str().unwrap())]);
-    let port = closed_port();
-    h.unset_env("OPENCODE_SERVER_URL");
-    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
-    h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
-    h.set_env("JOB_KIND", "ticket");
+    entrypoint_starts_fake_opencode(&mut h, &[("FAKE_OPENCODE_PID", pid_file.to_str().unwrap())]);
     let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_terarchitect-agent"))
         .arg("entrypoint")
         .env_clear()
@@ -1024,6 +991,18 @@ fn fake_opencode_script(h: &Harness, vars: &[(&str, &str)]) -> std::path::PathBu
     script
 }
 
+/// Sets up a ticket job whose entrypoint starts [`fake_opencode_script`] (with `vars`) on a
+/// free port instead of a running OpenCode server; returns that port.
+fn entrypoint_starts_fake_opencode(h: &mut Harness, vars: &[(&str, &str)]) -> u16 {
+    let script = fake_opencode_script(h, vars);
+    let port = closed_port();
+    h.unset_env("OPENCODE_SERVER_URL");
+    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
+    h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
+    h.set_env("JOB_KIND", "ticket");
+    port
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secrets() {
     let mut h = Harness::new("Add greeting", &[APPROVE, NEXT, DONE]).await;
@@ -1032,8 +1011,8 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
     let times = h.dir.path().join("opencode-times.txt");
     let leftover = h.dir.path().join("opencode-leftover.txt");
     let detached = h.dir.path().join("opencode-detached.txt");
-    let script = fake_opencode_script(
-        &h,
+    entrypoint_starts_fake_opencode(
+        &mut h,
         &[
             ("FAKE_OPENCODE_DETACHED", detached.to_str().unwrap()),
             ("FAKE_OPENCODE_RECORD", record.to_str().unwrap()),
@@ -1045,13 +1024,8 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
             ("FAKE_OPENCODE_BLACKHOLE_MS", "1000"),
         ],
     );
-    let port = closed_port();
-    h.unset_env("OPENCODE_SERVER_URL");
-    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
-    h.set_env("OPENCODE_SERVER_PORT", &port.to_string());
     h.set_env("AGENT_API_KEY", AGENT_KEY);
     h.set_env("WORKER_API_KEY", WORKER_KEY);
-    h.set_env("JOB_KIND", "ticket");
     let tmp = h.dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     h.set_env("TMPDIR", tmp.to_str().unwrap());
@@ -1143,11 +1117,7 @@ async fn entrypoint_start_up_survives_the_unanswered_window_and_hides_the_secret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entrypoint_failure_names_the_model_and_logs_the_opencode_log_tail() {
     let mut h = Harness::new("Add greeting", &[]).await;
-    let script = fake_opencode_script(&h, &[("FAKE_OPENCODE_BEHAVIOUR", "unknown-model")]);
-    h.unset_env("OPENCODE_SERVER_URL");
-    h.set_env("OPENCODE_BIN", script.to_str().unwrap());
-    h.set_env("OPENCODE_SERVER_PORT", &closed_port().to_string());
-    h.set_env("JOB_KIND", "ticket");
+    entrypoint_starts_fake_opencode(&mut h, &[("FAKE_OPENCODE_BEHAVIOUR", "unknown-model")]);
     let (code, stderr) = h.run_binary(&["entrypoint"]).await;
     assert_failed(
         &h,

@@ -177,6 +177,12 @@ impl Harness {
             .await
     }
 
+    /// Runs a ticket job in-process, never cancelled.
+    pub async fn run_ticket(&self) -> RunResult {
+        self.run_in_process(JobKind::Ticket, CancellationToken::new())
+            .await
+    }
+
     /// Runs the binary as a child process; returns (exit code, stderr).
     pub async fn run_binary(&self, args: &[&str]) -> (i32, String) {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_terarchitect-agent"))
