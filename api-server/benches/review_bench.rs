@@ -36,6 +36,20 @@ struct Board {
     prs: Vec<(Uuid, u64)>,
 }
 
+/// POSTs `body` to `url` and returns the `id` of what it created.
+async fn create(http: &reqwest::Client, url: String, body: Value) -> Uuid {
+    let created: Value = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
 /// A server on `backend` with `n` tickets in review on pull requests 100…
 async fn board(backend: Backend, n: usize) -> Board {
     let gh = FakeGitHub::start().await;
@@ -51,28 +65,20 @@ async fn board(backend: Backend, n: usize) -> Board {
     .env("GITHUB_TOKEN", "ghp_bench");
     let srv = TestServer::start(backend, opts).await;
     let http = reqwest::Client::new();
-    let p: Value = http
-        .post(format!("{}/api/projects", srv.url()))
-        .json(&json!({"name": "Bench", "github_url": "https://github.com/acme/shop", "is_existing_repo": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    let pid = create(
+        &http,
+        format!("{}/api/projects", srv.url()),
+        json!({"name": "Bench", "github_url": "https://github.com/acme/shop", "is_existing_repo": true}),
+    )
+    .await;
     let mut prs = Vec::with_capacity(n);
     for i in 0..n {
-        let t: Value = http
-            .post(format!("{}/api/projects/{pid}/tickets", srv.url()))
-            .json(&json!({"title": format!("Ticket {i}"), "column_id": "backlog"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let tid: Uuid = t["id"].as_str().unwrap().parse().unwrap();
+        let tid = create(
+            &http,
+            format!("{}/api/projects/{pid}/tickets", srv.url()),
+            json!({"title": format!("Ticket {i}"), "column_id": "backlog"}),
+        )
+        .await;
         let number = 100 + i as u64;
         gh.add_pull(number, &format!("ticket-{tid}"));
         let url = format!("https://github.example/acme/shop/pull/{number}");
