@@ -665,22 +665,22 @@ mod tests {
         out
     }
 
+    /// Sends the research prompt to `ses_1` in the background (the fake may block it); the
+    /// task ends with the whole answer.
+    fn spawn_research_message(url: &str) -> tokio::task::JoinHandle<String> {
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            let body = json!({"parts": [{"type": "text", "text": "Before any implementation"}]});
+            call(&url, "POST", "/session/ses_1/message", body).await
+        })
+    }
+
     #[tokio::test]
     async fn permission_requests_block_until_rejected_and_are_announced() {
         let oc = FakeOpenCode::start().await;
         oc.push(OcBehaviour::Permission("/etc/*".into()));
         let mut events = send(&oc.url, "GET", "/event", &Value::Null).await;
-        let url = oc.url.clone();
-        let message = tokio::spawn(async move {
-            call(
-                &url,
-                "POST",
-                "/session/ses_1/message",
-                json!({"parts": [{"type": "text",
-                "text": "Before any implementation"}]}),
-            )
-            .await
-        });
+        let message = spawn_research_message(&oc.url);
         // Announced on the event stream, listed, and blocking.
         let mut seen = String::new();
         while !seen.contains("permission.asked") {
@@ -729,17 +729,7 @@ mod tests {
         assert_eq!(oc.question_offered(), 0);
 
         oc.push(OcBehaviour::Question);
-        let url = oc.url.clone();
-        let on = tokio::spawn(async move {
-            call(
-                &url,
-                "POST",
-                "/session/ses_1/message",
-                json!({"parts": [{"type": "text",
-                "text": "Before any implementation"}]}),
-            )
-            .await
-        });
+        let on = spawn_research_message(&oc.url);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!on.is_finished(), "the question blocks the message");
         let list = call(&oc.url, "GET", "/question", Value::Null).await;
