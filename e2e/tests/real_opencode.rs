@@ -85,6 +85,13 @@ fn write_greet() -> Reply {
     })
 }
 
+/// Scripts the execution turn: the `before` calls, the `write` of `greet.py`, then `done`.
+fn execution_writes_greet(w: &RealWorld, before: Vec<Reply>, done: &str) {
+    let mut replies = before;
+    replies.extend([write_greet(), Reply::text(done)]);
+    w.model.on_prompt(EXECUTION, replies);
+}
+
 /// Asserts a successful run: PR opened from the ticket's branch, `greet.py` (written by
 /// OpenCode's `write` tool) on the pushed branch, the ticket in review.
 async fn assert_pull_request(w: &RealWorld, ticket: uuid::Uuid, run: &Finished) {
@@ -108,6 +115,16 @@ async fn assert_pull_request(w: &RealWorld, ticket: uuid::Uuid, run: &Finished) 
     assert_eq!(t["pr_url"], pulls[0]["html_url"], "{t}");
 }
 
+/// Creates a "Greeting" ticket, runs it with a 60 s worker timeout and asserts its pull request
+/// came well before: nothing blocked a turn until the timeout.
+async fn run_greeting_unblocked(w: &mut RealWorld) {
+    let ticket = w.create_ticket("Greeting").await;
+    let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "60");
+    let run = w.run(ticket, opts).await;
+    assert_pull_request(w, ticket, &run).await;
+    assert!(run.elapsed < Duration::from_secs(60), "{}", run.describe());
+}
+
 /// Agent requests of the turn whose prompt contains `prompt`.
 fn turn_calls(w: &RealWorld, prompt: &str) -> Vec<ModelCall> {
     w.model
@@ -120,10 +137,7 @@ fn turn_calls(w: &RealWorld, prompt: &str) -> Vec<ModelCall> {
 #[test]
 fn a_file_written_by_the_write_tool_lands_in_the_pull_request() {
     scenario(|mut w| async move {
-        w.model.on_prompt(
-            EXECUTION,
-            vec![write_greet(), Reply::text("Added greet() in greet.py.")],
-        );
+        execution_writes_greet(&w, vec![], "Added greet() in greet.py.");
         let ticket = w.create_ticket("Greeting").await;
         let run = w.run(ticket, RunOptions::default()).await;
         assert_pull_request(&w, ticket, &run).await;
@@ -247,19 +261,12 @@ fn c_a_question_tool_call_does_not_block_the_run() {
         let question = json!({"questions": [{"question": "Which name should the function have?",
             "header": "Name", "options": [{"label": "greet", "description": "greet(name)"},
             {"label": "hello", "description": "hello(name)"}]}]});
-        w.model.on_prompt(
-            EXECUTION,
-            vec![
-                Reply::tool("question", question),
-                write_greet(),
-                Reply::text("Added greet()."),
-            ],
+        execution_writes_greet(
+            &w,
+            vec![Reply::tool("question", question)],
+            "Added greet().",
         );
-        let ticket = w.create_ticket("Greeting").await;
-        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "60");
-        let run = w.run(ticket, opts).await;
-        assert_pull_request(&w, ticket, &run).await;
-        assert!(run.elapsed < Duration::from_secs(60), "{}", run.describe());
+        run_greeting_unblocked(&mut w).await;
         // The turn went on after the question (the tool is refused or not offered).
         let calls = turn_calls(&w, EXECUTION);
         assert!(calls.iter().any(|c| c.step() == 1), "{calls:?}");
@@ -271,19 +278,15 @@ fn d_a_write_outside_the_workspace_is_refused_without_blocking() {
     scenario(|mut w| async move {
         let outside = w.dir.path().join("run-1").join("tmp").join("escape.txt");
         let target = outside.to_string_lossy().into_owned();
-        w.model.on_prompt(
-            EXECUTION,
-            vec![
-                Reply::tool("write", json!({"filePath": target, "content": "escaped\n"})),
-                write_greet(),
-                Reply::text("Added greet()."),
-            ],
+        execution_writes_greet(
+            &w,
+            vec![Reply::tool(
+                "write",
+                json!({"filePath": target, "content": "escaped\n"}),
+            )],
+            "Added greet().",
         );
-        let ticket = w.create_ticket("Greeting").await;
-        let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "60");
-        let run = w.run(ticket, opts).await;
-        assert_pull_request(&w, ticket, &run).await;
-        assert!(run.elapsed < Duration::from_secs(60), "{}", run.describe());
+        run_greeting_unblocked(&mut w).await;
         assert!(
             !outside.exists(),
             "the write outside the workspace happened"
@@ -307,8 +310,7 @@ fn e_the_worker_session_is_summarized_after_30_turns() {
         script.extend(std::iter::repeat_n(answers::NEXT, 29));
         script.push(answers::DONE);
         w.llm.set_script_for(&ticket.to_string(), &script);
-        w.model
-            .on_prompt(EXECUTION, vec![write_greet(), Reply::text("Done.")]);
+        execution_writes_greet(&w, vec![], "Done.");
         let run = w.run(ticket, RunOptions::default()).await;
         assert_pull_request(&w, ticket, &run).await;
         let calls = w.model.calls();
@@ -334,10 +336,7 @@ fn e_the_worker_session_is_summarized_after_30_turns() {
 #[test]
 fn f_basic_auth_protects_opencode_serve() {
     scenario(|mut w| async move {
-        w.model.on_prompt(
-            EXECUTION,
-            vec![write_greet(), Reply::text("Added greet().")],
-        );
+        execution_writes_greet(&w, vec![], "Added greet().");
         let ticket = w.create_ticket("Greeting").await;
         let password = w.secrets.opencode_password.clone();
         let opts = RunOptions::default().env("OPENCODE_SERVER_PASSWORD", &password);
@@ -437,10 +436,7 @@ fn i_an_agent_started_by_hand_takes_worker_mode_from_the_settings() {
     scenario(|mut w| async move {
         // No claim environment: WORKER_MODE=opencode, the models and keys come from
         // worker-context's agent_settings only.
-        w.model.on_prompt(
-            EXECUTION,
-            vec![write_greet(), Reply::text("Added greet().")],
-        );
+        execution_writes_greet(&w, vec![], "Added greet().");
         let ticket = w.create_ticket("Greeting").await;
         let run = w.run(ticket, RunOptions::by_hand()).await;
         assert_pull_request(&w, ticket, &run).await;
@@ -510,10 +506,7 @@ async fn containment(mut w: RealWorld) {
             }),
         ],
     );
-    w.model.on_prompt(
-        EXECUTION,
-        vec![write_greet(), Reply::text("Added greet().")],
-    );
+    execution_writes_greet(&w, vec![], "Added greet().");
     let ticket = w.create_ticket("Greeting").await;
     let opts = RunOptions::default().env("WORKER_TIMEOUT_SEC", "120");
     let run = w.run(ticket, opts).await;
