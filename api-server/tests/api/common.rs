@@ -48,6 +48,19 @@ impl Api {
         }
     }
 
+    /// The same caller on a client that never reuses a connection: for requests the server
+    /// answers before reading their body (413), after which it closes the connection, which
+    /// a pooled client could otherwise pick up again for the next request.
+    pub fn unpooled(&self) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
+            ..self.clone()
+        }
+    }
+
     /// Sends a request with an optional JSON body; returns the status and the JSON body
     /// (`Value::Null` for an empty body).
     pub async fn call(

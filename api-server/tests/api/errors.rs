@@ -173,6 +173,7 @@ async fn bad_input_gets_json_4xx(backend: Backend) {
         "x".repeat(17 * 1024 * 1024)
     );
     let (s, e) = api
+        .unpooled()
         .raw(
             Method::POST,
             &format!("/api/projects/{pid}/tickets/{tid}/logs"),
