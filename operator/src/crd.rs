@@ -16,6 +16,10 @@ pub const FINALIZER: &str = "terarchitect.io/cleanup";
 pub const CONDITION_SCHEDULED: &str = "Scheduled";
 /// Condition saying whether Kueue admitted the run's Job (False while it is held suspended).
 pub const CONDITION_ADMITTED: &str = "Admitted";
+/// Condition of a run that ended without room in the cluster: True while its queue job is to
+/// go (or went) back to the queue instead of failing; False (reason `ReleaseUnsupported`) when
+/// the worker API had no release call and the job was failed instead.
+pub const CONDITION_RELEASED: &str = "Released";
 /// Shortest accepted `spec.timeoutSeconds`.
 pub const MIN_TIMEOUT_SECONDS: i64 = 60;
 
@@ -221,7 +225,7 @@ pub struct AgentJobStatus {
     pub phase: Option<Phase>,
     /// Conditions: JobCreated, Admitted (with Kueue: False while the Job waits for admission),
     /// Scheduled (False while the pod waits for room in the cluster), Running, Finished,
-    /// Reported.
+    /// Released (a run that never found room gives its queue job back), Reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the batch/v1 Job running the agent.
@@ -249,6 +253,16 @@ pub struct AgentJobStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+impl AgentJobStatus {
+    /// Whether this finished status gives its queue job back to the queue (condition
+    /// `Released=True`) instead of reporting a failure.
+    pub fn releases_job(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == CONDITION_RELEASED && c.status == "True")
+    }
 }
 
 impl AgentJob {

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, SharedContext};
 use crate::crd::{
-    AgentJob, AgentJobStatus, CONDITION_ADMITTED, CONDITION_SCHEDULED, FINALIZER, FailureReason,
-    Phase,
+    AgentJob, AgentJobStatus, CONDITION_ADMITTED, CONDITION_RELEASED, CONDITION_SCHEDULED,
+    FINALIZER, FailureReason, Phase,
 };
 use crate::job_builder::{
     LABEL_AGENTJOB, LABEL_MANAGED_BY, MANAGER, build_job, env_secret_name, job_name,
@@ -217,16 +217,30 @@ async fn report_outcome(
             "recorded",
             "reported the outcome to the worker API".to_owned(),
         ),
+        Reported::Released => (
+            "released",
+            "released the queue job back to the queue".to_owned(),
+        ),
+        Reported::FailedWithoutRelease => (
+            "failed_without_release",
+            "the worker API has no release call: failed the queue job (retryable) instead"
+                .to_owned(),
+        ),
         Reported::AlreadyFinished(s) => {
             ("already_finished", format!("the queue job was already {s}"))
         }
         Reported::Gone => ("gone", "the queue job no longer exists".to_owned()),
     };
     ctx.metrics.report(label);
+    let unsupported = result == Reported::FailedWithoutRelease;
     let mark_reported = |status: &mut AgentJobStatus, generation: Option<i64>| {
         status.reported = true;
         status.reported_attempt = aj.spec.attempt;
         set_condition(status, "Reported", true, "Reported", &note, generation);
+        if unsupported {
+            let why = "ReleaseUnsupported";
+            set_condition(status, CONDITION_RELEASED, false, why, &note, generation);
+        }
     };
     mark_reported(&mut status, aj.metadata.generation);
     // The queue has the outcome now: record that even if the AgentJob changed meanwhile (e.g.
@@ -261,12 +275,14 @@ async fn conclude(
     ctx.mark_finished(&name);
     ctx.metrics.outcome(&format!("{phase:?}"), reason);
     let message = status.message.clone().unwrap_or_default();
-    let type_ = if phase == Phase::Succeeded {
-        EventType::Normal
+    let (type_, event) = if status.releases_job() {
+        (EventType::Normal, "Released".to_owned())
+    } else if phase == Phase::Succeeded {
+        (EventType::Normal, format!("{phase:?}"))
     } else {
-        EventType::Warning
+        (EventType::Warning, format!("{phase:?}"))
     };
-    publish(ctx, aj, type_, &format!("{phase:?}"), message.clone()).await;
+    publish(ctx, aj, type_, &event, message.clone()).await;
     tracing::info!(agentjob = %name, ?phase, reason, %message, "run finished");
     let reported = report_outcome(&finished, ctx, writer, status).await?;
     settle(&reported, ctx).await
@@ -346,7 +362,13 @@ async fn create_job(aj: &AgentJob, ctx: &Context) -> Result<Job> {
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = jobs.get(&job_name(aj)).await?;
             let uid = aj.uid().unwrap_or_default();
-            if existing.owner_references().iter().any(|o| o.uid == uid) {
+            if existing.metadata.deletion_timestamp.is_some() {
+                // A released run's Job still going away: retried (with backoff) until it is gone.
+                Err(Error::Unexpected(format!(
+                    "the previous run's Job {} is still being deleted",
+                    job_name(aj)
+                )))
+            } else if existing.owner_references().iter().any(|o| o.uid == uid) {
                 Ok(existing)
             } else {
                 Err(Error::Unexpected(format!(
@@ -399,8 +421,37 @@ async fn apply_finished(aj: &AgentJob, ctx: &Context) -> Result<Action> {
     };
     let mut writer = StatusWriter::new(ctx, &fresh);
     let status = fresh.status.clone().unwrap_or_default();
+    if status.releases_job() && status.reported && status.reported_attempt != fresh.spec.attempt {
+        return restart(&fresh, ctx, &mut writer).await;
+    }
     let fresh = report_outcome(&fresh, ctx, &mut writer, status).await?;
     settle(&fresh, ctx).await
+}
+
+/// A released run whose queue job was claimed again (the dispatcher recorded the new attempt):
+/// the AgentJob starts over as a new run (its status cleared; the next reconcile creates the
+/// Job).
+async fn restart(aj: &AgentJob, ctx: &Context, writer: &mut StatusWriter) -> Result<Action> {
+    let name = aj.name_any();
+    let patch = json!({
+        "metadata": { "resourceVersion": writer.resource_version },
+        "status": {
+            "phase": Phase::Pending, "conditions": [], "jobName": null, "startTime": null,
+            "finishTime": null, "reason": null, "message": null, "reported": false,
+            "reportedAttempt": null, "observedGeneration": aj.metadata.generation,
+        },
+    });
+    writer
+        .api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.finished.lock().expect("poisoned").remove(&name);
+    let attempt = aj.spec.attempt.unwrap_or_default();
+    let note =
+        format!("the released queue job was claimed again (attempt {attempt}); starting a new run");
+    publish(ctx, aj, EventType::Normal, "Reclaimed", note).await;
+    tracing::info!(agentjob = %name, attempt, "released job claimed again: new run");
+    Ok(Action::await_change())
 }
 
 /// Why a live AgentJob must end without (further) running: an invalid spec or a cancel
@@ -670,11 +721,11 @@ async fn wait_for_room(
 }
 
 /// Why a stuck pod's run ends: the scheduler's message when the pod can never fit or other
-/// problems; after waiting for room, that the job can be retried.
+/// problems; after waiting for room, that the job goes back to the queue.
 fn stuck_message(capacity: bool, permanent: bool, limit: Duration, message: &str) -> String {
     if capacity && !permanent {
         format!(
-            "no node had room for the agent pod for {}s; the job can be retried (the worker API has no call that returns a claimed job to the queue): {message}",
+            "no node had room for the agent pod for {}s; its queue job goes back to the queue (released, not failed): {message}",
             limit.as_secs()
         )
     } else {
@@ -684,8 +735,8 @@ fn stuck_message(capacity: bool, permanent: bool, limit: Duration, message: &str
 
 /// A pod that cannot start (image pull errors, unschedulable): the run fails at once when the
 /// problem is permanent (e.g. the scheduler says the pod can never fit) or has lasted
-/// PENDING_TIMEOUT_SEC (UNSCHEDULABLE_TIMEOUT_SEC while waiting for room), its Job deleted;
-/// else it waits.
+/// PENDING_TIMEOUT_SEC, its Job deleted; else it waits. A pod that waited UNSCHEDULABLE_TIMEOUT_SEC
+/// for room ends too, but its queue job is released back to the queue (condition `Released`).
 async fn on_stuck(
     aj: &AgentJob,
     ctx: &Context,
@@ -709,6 +760,17 @@ async fn on_stuck(
     if permanent || waited >= limit {
         delete_job(ctx, &job_name(aj)).await?;
         let msg = stuck_message(capacity, permanent, timeout, &message);
+        if capacity && !permanent {
+            let note = "the queue job goes back to the queue to be claimed again";
+            set_condition(
+                status,
+                CONDITION_RELEASED,
+                true,
+                "Unschedulable",
+                note,
+                generation,
+            );
+        }
         finish(status, Phase::Failed, Some(reason), msg, None, generation);
         return Ok(Step::Conclude);
     }

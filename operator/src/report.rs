@@ -1,10 +1,13 @@
-//! Reporting a run's outcome to the worker API: `complete` on success, `fail` with a reason
-//! otherwise. A 409 means the queue already has an outcome (reported before, or the job was
-//! re-queued); a 404 means the job no longer exists. Network and server errors are returned so
-//! the caller retries with backoff: an outcome is never dropped.
+//! Reporting a run's outcome to the worker API: `complete` on success, `release` for a run
+//! that never found room in the cluster (its job goes back to the queue; `fail` with reason
+//! `Unschedulable` when the server has no release call, like the original app), `fail` with a
+//! reason otherwise. A 409 means the queue already has an outcome (reported before, or the job
+//! was re-queued); a 404 means the job no longer exists. Network and server errors are returned
+//! so the caller retries with backoff: an outcome is never dropped.
 
 use terarchitect_worker_api::{
-    AgentOutcome, CompleteJobRequest, FailRequest, JobReport, WorkerApiClient, WorkerApiError,
+    AgentOutcome, CompleteJobRequest, FailRequest, JobReport, ReleaseJobRequest, ReleaseOutcome,
+    WorkerApiClient, WorkerApiError,
 };
 use uuid::Uuid;
 
@@ -15,6 +18,10 @@ use crate::crd::{AgentJobStatus, FailureReason, Phase};
 pub enum Reported {
     /// The outcome was recorded.
     Recorded,
+    /// The job went back to the queue (pending again).
+    Released,
+    /// The server has no release call: the job was failed (retryable) instead.
+    FailedWithoutRelease,
     /// The queue already had an outcome for this job (or attempt).
     AlreadyFinished(String),
     /// The queue job no longer exists (e.g. its ticket was deleted).
@@ -44,17 +51,66 @@ pub async fn report(
     attempt: Option<i32>,
     status: &AgentJobStatus,
 ) -> Result<Reported, WorkerApiError> {
-    let result = if status.phase == Some(Phase::Succeeded) {
+    if status.releases_job() {
+        return release(api, job_id, attempt, status).await;
+    }
+    if status.phase != Some(Phase::Succeeded) {
+        return fail(api, job_id, attempt, status).await;
+    }
+    known(
         api.complete_job(job_id, &CompleteJobRequest { attempt })
-            .await
-    } else {
-        let req = FailRequest {
-            reason: Some(queue_reason(status)),
-            message: status.message.clone(),
-            attempt,
-        };
-        api.fail_job(job_id, &req).await
+            .await,
+    )
+}
+
+/// Gives the job back to the queue; fails it (retryable reason) when the server has no
+/// release call.
+async fn release(
+    api: &WorkerApiClient,
+    job_id: Uuid,
+    attempt: Option<i32>,
+    status: &AgentJobStatus,
+) -> Result<Reported, WorkerApiError> {
+    let req = ReleaseJobRequest {
+        attempt,
+        reason: Some(queue_reason(status)),
     };
+    match api.release_job(job_id, &req).await {
+        Ok(ReleaseOutcome::Released) => Ok(Reported::Released),
+        Ok(ReleaseOutcome::NotRunning { status }) => Ok(Reported::AlreadyFinished(status)),
+        Ok(ReleaseOutcome::Unsupported) => {
+            let mut failed = status.clone();
+            failed.message = Some(format!(
+                "{} (the worker API has no release call: failed instead; the job can be retried)",
+                status.message.as_deref().unwrap_or_default()
+            ));
+            match fail(api, job_id, attempt, &failed).await? {
+                Reported::Recorded => Ok(Reported::FailedWithoutRelease),
+                other => Ok(other),
+            }
+        }
+        Err(e) if e.is_not_found() => Ok(Reported::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reports a failed status with `fail`.
+async fn fail(
+    api: &WorkerApiClient,
+    job_id: Uuid,
+    attempt: Option<i32>,
+    status: &AgentJobStatus,
+) -> Result<Reported, WorkerApiError> {
+    let req = FailRequest {
+        reason: Some(queue_reason(status)),
+        message: status.message.clone(),
+        attempt,
+    };
+    known(api.fail_job(job_id, &req).await)
+}
+
+/// What a complete or fail answer means for the run.
+fn known(result: Result<JobReport, WorkerApiError>) -> Result<Reported, WorkerApiError> {
     match result {
         Ok(JobReport::Recorded) => Ok(Reported::Recorded),
         Ok(JobReport::NotRunning { status }) => Ok(Reported::AlreadyFinished(status)),

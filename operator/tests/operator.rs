@@ -13,7 +13,9 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use terarchitect_fake_apiserver::{JobOutcome, RequestMatcher, Verb};
-use terarchitect_operator::crd::{AgentJob, AgentJobKind, AgentJobSpec, FailureReason, Phase};
+use terarchitect_operator::crd::{
+    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_RELEASED, FailureReason, Phase,
+};
 use terarchitect_worker_api::{AgentOutcome, JobStatus};
 use uuid::Uuid;
 
@@ -195,7 +197,7 @@ async fn agent_failures_are_reported_with_the_agents_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_that_cannot_start_fail_with_the_reason() {
+async fn pods_that_cannot_start_fail_with_the_reason_or_go_back_to_the_queue() {
     let h = Harness::start().await;
     let op = h.operator(h.config(&[])).await;
     let project = h.project().await;
@@ -208,25 +210,41 @@ async fn pods_that_cannot_start_fail_with_the_reason() {
     let pull_job = h.start_ticket(project, pull).await;
     let sched_job = h.start_ticket(project, unschedulable).await;
 
-    for (job_id, reason) in [
-        (pull_job, FailureReason::ImagePull),
-        (sched_job, FailureReason::Unschedulable),
-    ] {
-        let name = agentjob_name(job_id);
-        let aj = h
-            .wait_agentjob(&name, "pending failure reported", finished_and_reported)
-            .await;
-        let status = aj.status.unwrap();
-        assert_eq!(status.phase, Some(Phase::Failed));
-        assert_eq!(status.reason, Some(reason));
-        let job = h.finished_job(job_id).await;
-        assert_eq!(job.status, JobStatus::Failed);
-        assert_eq!(job.fail_reason.as_deref(), Some(reason.as_str()));
-        h.wait_until("the stuck Job is deleted", |k| {
-            k.get::<Job>(NS, &name).is_none()
+    let name = agentjob_name(pull_job);
+    let aj = h
+        .wait_agentjob(&name, "pending failure reported", finished_and_reported)
+        .await;
+    let status = aj.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(status.reason, Some(FailureReason::ImagePull));
+    let job = h.finished_job(pull_job).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.fail_reason.as_deref(), Some("ImagePull"));
+    h.wait_until("the stuck Job is deleted", |k| {
+        k.get::<Job>(NS, &name).is_none()
+    })
+    .await;
+
+    // A pod that waited too long for room: its job is released back to the queue, not failed,
+    // and claimed again; once the pod can start, the run succeeds.
+    let name = agentjob_name(sched_job);
+    let aj = h
+        .wait_agentjob(&name, "released", |aj| {
+            aj.is_finished()
+                && aj
+                    .condition(CONDITION_RELEASED)
+                    .is_some_and(|c| c.status == "True")
         })
         .await;
-    }
+    assert_eq!(
+        aj.status.unwrap().reason,
+        Some(FailureReason::Unschedulable)
+    );
+    h.agents
+        .set(unschedulable, Behaviour::succeed_after(Duration::ZERO));
+    let job = h.finished_job(sched_job).await;
+    assert_eq!(job.status, JobStatus::Completed);
+    assert!(job.attempt >= 2, "claimed again: attempt {}", job.attempt);
     op.stop().await;
 }
 

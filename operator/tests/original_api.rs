@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use terarchitect_operator::crd::{FailureReason, Phase};
+use terarchitect_fake_apiserver::Node;
+use terarchitect_operator::crd::{AgentJob, CONDITION_RELEASED, FailureReason, Phase};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -178,6 +179,64 @@ async fn plain_polling_and_cancel_flag_against_the_original_api() {
             last.get("wait_seconds").is_none_or(Value::is_null),
             "{last}"
         );
+    }
+    op.stop().await;
+}
+
+/// The original app has no release call: a run that waited too long for room fails its job
+/// with the retryable reason `Unschedulable` instead, reported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_release_call_a_run_without_room_fails_its_job() {
+    let h = Harness::start().await;
+    let state: Shared = Arc::default();
+    let url = serve(state.clone()).await;
+    h.jobs.set_node(Node {
+        max_pods: Some(1),
+        ..Node::default()
+    });
+    h.agents.set_default(Behaviour::Hold);
+    let op = h
+        .operator(h.config(&[
+            ("--api-url", &url),
+            ("--poll-interval-sec", "0.3"),
+            ("--unschedulable-timeout-sec", "2"),
+        ]))
+        .await;
+    let tickets = [Uuid::new_v4(), Uuid::new_v4()];
+    let (first_id, first) = original_job(tickets[0]);
+    let (second_id, second) = original_job(tickets[1]);
+    let ids = [first_id, second_id];
+    state.lock().unwrap().queue.extend([first, second]);
+    let aj = h
+        .kube
+        .wait_for(WAIT, |c| {
+            ids.iter().find_map(|id| {
+                c.get::<AgentJob>(NS, &format!("aj-{id}"))
+                    .filter(|aj| aj.status.as_ref().is_some_and(|s| s.reported))
+            })
+        })
+        .await
+        .expect("the run without room is reported");
+    let status = aj.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(status.reason, Some(FailureReason::Unschedulable));
+    let released = aj.condition(CONDITION_RELEASED).expect("Released");
+    assert_eq!(
+        (released.status.as_str(), released.reason.as_str()),
+        ("False", "ReleaseUnsupported")
+    );
+    let id = aj.spec.queue_job_id.clone().unwrap();
+    {
+        let s = state.lock().unwrap();
+        assert_eq!(s.failed.len(), 1, "reported once: {:?}", s.failed);
+        assert_eq!(s.failed[0].0, id);
+        assert_eq!(s.failed[0].1["reason"], "Unschedulable");
+        let message = s.failed[0].1["message"].as_str().unwrap();
+        assert!(message.contains("can be retried"), "{message}");
+        assert!(message.contains("no release call"), "{message}");
+    }
+    for ticket in tickets {
+        h.agents.release(ticket, 0, "");
     }
     op.stop().await;
 }

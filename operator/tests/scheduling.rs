@@ -13,8 +13,8 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use terarchitect_fake_apiserver::{JobOutcome, Node, QUEUE_NAME_LABEL};
 use terarchitect_operator::crd::{
-    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_ADMITTED, CONDITION_SCHEDULED, FailureReason,
-    Phase,
+    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_ADMITTED, CONDITION_RELEASED,
+    CONDITION_SCHEDULED, FailureReason, Phase,
 };
 use terarchitect_worker_api::JobStatus;
 use uuid::Uuid;
@@ -296,7 +296,8 @@ async fn no_claims_while_an_agent_pod_waits_for_room_and_claims_resume_when_it_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_fails_at_once() {
+async fn a_pod_without_room_is_released_after_its_own_timeout_and_one_that_never_fits_fails_at_once()
+ {
     let h = Harness::start().await;
     h.jobs.set_node(Node {
         max_pods: Some(1),
@@ -328,7 +329,7 @@ async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_f
         })
         .await
         .expect("one pod waits for room");
-    let (first, second) = (queued[1 - waiting].0, queued[waiting].1);
+    let (first, (second_ticket, second)) = (queued[1 - waiting].0, queued[waiting]);
     let name = agentjob_name(second);
     let aj = h
         .wait_agentjob(&name, "timed out", AgentJob::is_finished)
@@ -337,16 +338,36 @@ async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_f
         started.elapsed() >= Duration::from_secs(3),
         "waited its own timeout"
     );
+    assert_eq!(aj.spec.attempt, Some(1));
+    let released = aj.condition(CONDITION_RELEASED).cloned().expect("Released");
+    assert_eq!(
+        (released.status.as_str(), released.reason.as_str()),
+        ("True", "Unschedulable")
+    );
     let status = aj.status.unwrap();
     assert_eq!(status.reason, Some(FailureReason::Unschedulable));
     let message = status.message.unwrap();
-    assert!(message.contains("can be retried"), "{message}");
+    assert!(message.contains("goes back to the queue"), "{message}");
     assert!(message.contains("1 Too many pods"), "{message}");
+    // Released, not failed: the queue job is pending again, and the operator claims it again
+    // (attempt 2; the released claim used up no attempt) into the same AgentJob, a new run.
+    let again = h
+        .wait_agentjob(&name, "claimed again", |aj| {
+            aj.spec.attempt == Some(2) && aj.is_live()
+        })
+        .await;
+    assert!(again.condition(CONDITION_RELEASED).is_none(), "a new run");
+    let job = h.job(second).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Running, 2));
+    assert_eq!(job.fail_reason, None);
+    // Room again: the new run starts and its outcome is reported for attempt 2.
+    h.agents.release(first, 0, "");
+    h.wait_running(&name).await;
+    h.agents.release(second_ticket, 0, "");
     let job = h.finished_job(second).await;
-    assert_eq!(job.status, JobStatus::Failed);
-    assert_eq!(job.fail_reason.as_deref(), Some("Unschedulable"));
-    h.wait_until("the waiting Job is deleted", |k| {
-        k.get::<Job>(NS, &name).is_none()
+    assert_eq!((job.status, job.attempt), (JobStatus::Completed, 2));
+    h.wait_agentjob(&name, "reported", |aj| {
+        aj.status.as_ref().is_some_and(|s| s.reported) && aj.is_finished()
     })
     .await;
 
@@ -372,13 +393,16 @@ async fn a_pod_without_room_ends_after_its_own_timeout_and_one_that_never_fits_f
             .unwrap();
         let aj = h.wait_agentjob(name, "failed", AgentJob::is_finished).await;
         assert!(started.elapsed() < Duration::from_secs(3), "failed at once");
+        assert!(
+            aj.condition(CONDITION_RELEASED).is_none(),
+            "never fits: failed"
+        );
         let status = aj.status.unwrap();
         assert_eq!(status.reason, Some(FailureReason::Unschedulable));
         let message = status.message.unwrap();
         assert!(message.contains(needle), "{message}");
         assert!(message.contains("Preemption is not helpful"), "{message}");
     }
-    h.agents.release(first, 0, "");
 
     // An image that cannot be pulled keeps the short PENDING_TIMEOUT_SEC (1 s), not 4 s.
     h.jobs.set_node(Node::default());
