@@ -17,7 +17,7 @@ pub enum LogFormat {
 
 /// Terarchitect api-server: projects, tickets, settings, the agent job queue, memory and the
 /// worker API, on PostgreSQL or an embedded SQLite file.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "terarchitect-api-server", version, about, long_about = None)]
 pub struct Config {
     /// PostgreSQL URL (`postgres://user:pass@host/db`) or `sqlite:path`. Without it the server
@@ -141,6 +141,40 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
 }
 
+/// Shows the settings but none of the credentials (database URLs may carry a password).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("database_url", &given(&self.database_url))
+            .field(
+                "sqlalchemy_database_uri",
+                &given(&self.sqlalchemy_database_uri),
+            )
+            .field("sqlite_path", &self.sqlite_path)
+            .field("bind", &self.bind)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_connect_timeout_sec", &self.db_connect_timeout_sec)
+            .field("require_worker_api_key", &self.require_worker_api_key)
+            .field(
+                "admin_tokens",
+                &format_args!("<{} redacted>", self.admin_tokens.len()),
+            )
+            .field("require_admin_token", &self.require_admin_token)
+            .field("default_lease_seconds", &self.default_lease_seconds)
+            .field("max_attempts", &self.max_attempts)
+            .field("lease_sweep_ms", &self.lease_sweep_ms)
+            .field("settings_cache_ms", &self.settings_cache_ms)
+            .field("redact_context_secrets", &self.redact_context_secrets)
+            .field("context_cache_bytes", &self.context_cache_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field("review", &self.review)
+            .field("shutdown_grace_seconds", &self.shutdown_grace_seconds)
+            .finish()
+    }
+}
 impl Config {
     /// The database URL to use: `SQLALCHEMY_DATABASE_URI` over `DATABASE_URL` (as the original),
     /// else None for the embedded SQLite default.
@@ -192,6 +226,25 @@ mod tests {
         assert_eq!(cfg.bind.port(), 5010);
         assert!(!cfg.require_worker_api_key);
         assert!(cfg.admin_tokens.is_empty() && !cfg.require_admin_token);
+    }
+
+    #[test]
+    fn debug_output_shows_no_credential() {
+        let cfg = Config::try_parse_from([
+            "x",
+            "--database-url",
+            "postgres://u:db-password@h/d",
+            "--admin-token",
+            "admin-secret",
+            "--github-webhook-secret",
+            "hook-secret",
+        ])
+        .unwrap();
+        let shown = format!("{cfg:?}");
+        for secret in ["db-password", "admin-secret", "hook-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("<1 redacted>"), "{shown}");
     }
 
     #[test]

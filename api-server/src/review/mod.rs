@@ -31,7 +31,7 @@ pub const BOT_SIGNATURE: &str = "<!-- terarchitect-bot -->";
 pub const MAX_REVIEW_FAILURES: i64 = 3;
 
 /// Options of the review loop.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct ReviewArgs {
     /// GitHub REST API base URL (GitHub Enterprise: `https://HOST/api/v3`).
     #[arg(
@@ -76,6 +76,21 @@ impl Default for ReviewArgs {
             github_webhook_secret: None,
             delivery_retention_hours: 72,
         }
+    }
+}
+
+/// Shows the options but not the webhook secret.
+impl std::fmt::Debug for ReviewArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewArgs")
+            .field("github_api_url", &self.github_api_url)
+            .field("pr_poll_sec", &self.pr_poll_sec)
+            .field(
+                "github_webhook_secret",
+                &self.github_webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("delivery_retention_hours", &self.delivery_retention_hours)
+            .finish()
     }
 }
 
