@@ -25,8 +25,8 @@ use crate::config::{RunConfig, SecretValue, parse_max_concurrent};
 use crate::context::SharedContext;
 use crate::crd::{AgentJob, AgentJobKind, AgentJobSpec, ReviewSpec};
 use crate::job_builder::{
-    LABEL_AGENTJOB, LABEL_MANAGED_BY, LABEL_PROJECT, LABEL_QUEUE_JOB, LABEL_TICKET, MANAGER,
-    env_secret_name,
+    ANNOTATION_SECRET_ATTEMPT, LABEL_AGENTJOB, LABEL_MANAGED_BY, LABEL_PROJECT, LABEL_QUEUE_JOB,
+    LABEL_TICKET, MANAGER, env_secret_name,
 };
 use crate::reconciler::{ANNOTATION_ENQUEUED_AT, live_agentjobs};
 
@@ -445,6 +445,9 @@ impl Dispatcher {
                 name: Some(secret_name.clone()),
                 namespace: Some(self.ctx.namespace.clone()),
                 labels: Some(labels),
+                annotations: job.attempt.map(|attempt| {
+                    BTreeMap::from([(ANNOTATION_SECRET_ATTEMPT.to_owned(), attempt.to_string())])
+                }),
                 owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
                 ..Default::default()
             },

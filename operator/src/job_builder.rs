@@ -29,6 +29,10 @@ pub const LABEL_QUEUE_JOB: &str = "terarchitect.io/queue-job-id";
 pub const LABEL_KIND: &str = "terarchitect.io/kind";
 /// Label naming the Kueue LocalQueue of a Job.
 pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
+/// Annotation on an env Secret: the queue job attempt whose claim it holds (a re-claim of a
+/// released job rewrites the Secret for the next attempt; the finished run's clean-up must
+/// not delete that one).
+pub const ANNOTATION_SECRET_ATTEMPT: &str = "terarchitect.io/attempt";
 /// Standard managed-by label.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of the managed-by label.

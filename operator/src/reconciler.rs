@@ -29,7 +29,8 @@ use crate::crd::{
     FINALIZER, FailureReason, Phase,
 };
 use crate::job_builder::{
-    LABEL_AGENTJOB, LABEL_MANAGED_BY, MANAGER, build_job, env_secret_name, job_name,
+    ANNOTATION_SECRET_ATTEMPT, LABEL_AGENTJOB, LABEL_MANAGED_BY, MANAGER, build_job,
+    env_secret_name, job_name,
 };
 use crate::observe::{Observed, observe};
 use crate::report::{Reported, report};
@@ -884,13 +885,14 @@ async fn delete_env_secret(aj: &AgentJob, ctx: &Context) -> Result<()> {
     let Some(meta) = our_env_secret(aj, &secrets).await? else {
         return Ok(());
     };
-    if meta.metadata.deletion_timestamp.is_some() {
+    if meta.metadata.deletion_timestamp.is_some() || holds_a_newer_claim(aj, &meta) {
         return Ok(());
     }
+    // Exactly the version read: a re-claim that rewrites the Secret meanwhile keeps it.
     let dp = DeleteParams {
-        preconditions: meta.uid().map(|uid| Preconditions {
-            uid: Some(uid),
-            resource_version: None,
+        preconditions: Some(Preconditions {
+            uid: meta.uid(),
+            resource_version: meta.resource_version(),
         }),
         ..DeleteParams::default()
     };
@@ -899,9 +901,24 @@ async fn delete_env_secret(aj: &AgentJob, ctx: &Context) -> Result<()> {
             tracing::info!(agentjob = %name, secret = %secret_name, "deleted the run's env Secret");
             Ok(())
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the env Secret already holds a later claim of the queue job than the run that
+/// finished (a released job claimed again): that Secret belongs to the next run.
+fn holds_a_newer_claim(aj: &AgentJob, secret: &PartialObjectMeta<Secret>) -> bool {
+    let finished_attempt = aj
+        .status
+        .as_ref()
+        .and_then(|s| s.reported_attempt)
+        .or(aj.spec.attempt);
+    let secret_attempt = secret
+        .annotations()
+        .get(ANNOTATION_SECRET_ATTEMPT)
+        .and_then(|a| a.parse::<i32>().ok());
+    matches!((secret_attempt, finished_attempt), (Some(s), Some(f)) if s > f)
 }
 
 /// Runs when an AgentJob is deleted: an unfinished run is stopped and reported as cancelled
