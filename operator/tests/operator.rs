@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -123,16 +122,7 @@ async fn a_claimed_ticket_runs_as_a_job_and_its_success_is_reported_once() {
             .await
             >= 1.0
     );
-    let events: Vec<Event> = h.kube.list(NS);
-    let reasons: Vec<String> = events
-        .iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.name.as_deref() == Some(name.as_str()))
-        })
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    let reasons = h.event_reasons(&name);
     for reason in ["JobCreated", "Succeeded", "Reported"] {
         assert!(
             reasons.iter().any(|r| r == reason),
@@ -242,16 +232,7 @@ async fn pods_that_cannot_start_fail_with_the_reason_or_go_back_to_the_queue() {
     assert!(job.attempt >= 2, "claimed again: attempt {}", job.attempt);
     // The released run is gone from the AgentJob's status once the re-claim restarts it; its
     // Events stay: released (not failed), then claimed again.
-    let events: Vec<Event> = h.kube.list(NS);
-    let reasons: Vec<String> = events
-        .iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.name.as_deref() == Some(name.as_str()))
-        })
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    let reasons = h.event_reasons(&name);
     for reason in ["WaitingForCapacity", "Released", "Reclaimed", "Succeeded"] {
         assert!(
             reasons.iter().any(|r| r == reason),

@@ -99,6 +99,20 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// The reasons of the Events regarding the AgentJob `name`, oldest first.
+    pub fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Vec<k8s_openapi::api::events::v1::Event> = self.kube.list(NS);
+        events
+            .iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+            })
+            .filter_map(|e| e.reason.clone())
+            .collect()
+    }
+
     /// Starts everything but the operator.
     pub async fn start() -> Self {
         init_tracing();
