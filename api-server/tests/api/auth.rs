@@ -1,7 +1,7 @@
 //! Containment: run tokens reach only their own ticket, project and job; admin tokens guard
 //! every non-worker endpoint; the global worker key keeps the original's behaviour.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -195,21 +195,6 @@ async fn run_tokens_reach_only_their_run(backend: Backend) {
     // The global key still reaches everything.
     assert_eq!(worker.get(&ctx_a).await.0, StatusCode::OK);
     assert_eq!(worker.get(&ctx_c).await.0, StatusCode::OK);
-}
-
-async fn wait_for_status(worker: &Api, job: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, state) = worker.get(&format!("/api/worker/jobs/{job}")).await;
-        if state["status"] == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job never became {status}: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn an_older_attempts_token_is_refused(backend: Backend) {

@@ -1,5 +1,7 @@
 //! Helpers shared by the API tests.
 
+use std::time::{Duration, Instant};
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 pub use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
@@ -175,4 +177,20 @@ pub async fn start_ticket(api: &Api, pid: Uuid, tid: Uuid) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
+}
+
+/// Polls `GET /api/worker/jobs/<id>` until the job has `status` (20 s at most); returns its state.
+pub async fn wait_for_status(api: &Api, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, state) = api.get(&format!("/api/worker/jobs/{id}")).await;
+        if state["status"] == status {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job never became {status}: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

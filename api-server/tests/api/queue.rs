@@ -315,21 +315,6 @@ async fn leases_expire_and_requeue(backend: Backend) {
     );
 }
 
-async fn wait_for_status(api: &Api, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, state) = api.get(&format!("/api/worker/jobs/{id}")).await;
-        if state["status"] == status {
-            return state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job never became {status}: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn heartbeat_reports_cancellation(backend: Backend) {
     let srv = TestServer::start(backend, ready_options()).await;
     let api = Api::new(&srv);

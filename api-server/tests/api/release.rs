@@ -2,8 +2,6 @@
 //! queue; the claim's run token ends, the attempt guard holds, and the claim does not count
 //! against max-attempts.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -21,21 +19,6 @@ async fn claim(worker: &Api, body: Value) -> (String, i64, String) {
         j["attempt"].as_i64().unwrap(),
         j["run_token"].as_str().expect("a run token").to_owned(),
     )
-}
-
-async fn wait_for_status(api: &Api, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, state) = api.get(&format!("/api/worker/jobs/{id}")).await;
-        if state["status"] == status {
-            return state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job never became {status}: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn release_returns_the_job_to_the_queue(backend: Backend) {
