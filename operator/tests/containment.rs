@@ -163,28 +163,16 @@ async fn a_finished_agentjob_is_deleted_after_its_ttl_without_a_second_report() 
     op.stop().await;
 }
 
-fn hand_made(name: &str, ttl: Option<i64>, secrets: Vec<String>) -> AgentJob {
-    let mut aj = AgentJob::new(
+/// A hand-applied ticket AgentJob with a retention time and env Secrets.
+fn with_ttl(name: &str, ttl: Option<i64>, secrets: Vec<String>) -> AgentJob {
+    hand_made(
         name,
         AgentJobSpec {
-            project_id: Uuid::new_v4().to_string(),
-            ticket_id: Uuid::new_v4().to_string(),
-            kind: AgentJobKind::Ticket,
-            repo_url: "https://github.com/acme/shop".into(),
-            queue_job_id: None,
-            attempt: None,
-            review: None,
-            image: None,
-            resources: None,
-            timeout_seconds: None,
             ttl_seconds_after_finished: ttl,
             env_from_secrets: secrets,
-            pod_template: None,
-            cancel: false,
+            ..hand_made_spec(AgentJobKind::Ticket)
         },
-    );
-    aj.metadata.namespace = Some(NS.into());
-    aj
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,13 +197,13 @@ async fn hand_applied_agentjobs_are_kept_until_their_own_ttl() {
     let api: Api<AgentJob> = Api::namespaced(client, NS);
     let pp = PostParams::default();
     let user = vec!["my-agent-settings".to_owned(), "short-env".to_owned()];
-    api.create(&pp, &hand_made("short", Some(3), user.clone()))
+    api.create(&pp, &with_ttl("short", Some(3), user.clone()))
         .await
         .unwrap();
-    api.create(&pp, &hand_made("default-ttl", None, vec![]))
+    api.create(&pp, &with_ttl("default-ttl", None, vec![]))
         .await
         .unwrap();
-    api.create(&pp, &hand_made("forever", Some(0), vec![]))
+    api.create(&pp, &with_ttl("forever", Some(0), vec![]))
         .await
         .unwrap();
     // Finished, and kept for its TTL (3 s from its finish time), then deleted.
@@ -294,7 +282,7 @@ async fn refused_settings_fall_back_to_the_configured_limit_and_dispatch_goes_on
 fn leftover(h: &Harness, finished_ago: Duration) -> String {
     let job_id = Uuid::new_v4();
     let name = agentjob_name(job_id);
-    let mut aj = hand_made(&name, None, vec![format!("{name}-env")]);
+    let mut aj = with_ttl(&name, None, vec![format!("{name}-env")]);
     aj.spec.queue_job_id = Some(job_id.to_string());
     aj.spec.attempt = Some(1);
     aj.metadata.finalizers = Some(vec!["terarchitect.io/cleanup".into()]);

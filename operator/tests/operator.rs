@@ -13,10 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use terarchitect_fake_apiserver::{JobOutcome, RequestMatcher, Verb};
 use terarchitect_operator::crd::{
-    AgentJob, AgentJobKind, AgentJobSpec, CONDITION_SCHEDULED, FailureReason, Phase,
+    AgentJob, AgentJobKind, CONDITION_SCHEDULED, FailureReason, Phase,
 };
 use terarchitect_worker_api::{AgentOutcome, JobStatus};
-use uuid::Uuid;
 
 use support::*;
 
@@ -527,31 +526,6 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
     standby.stop().await;
 }
 
-fn hand_made(name: &str, spec: AgentJobSpec) -> AgentJob {
-    let mut aj = AgentJob::new(name, spec);
-    aj.metadata.namespace = Some(NS.into());
-    aj
-}
-
-fn spec(kind: AgentJobKind) -> AgentJobSpec {
-    AgentJobSpec {
-        project_id: Uuid::new_v4().to_string(),
-        ticket_id: Uuid::new_v4().to_string(),
-        kind,
-        repo_url: "https://github.com/acme/shop".into(),
-        queue_job_id: None,
-        attempt: None,
-        review: None,
-        image: None,
-        resources: None,
-        timeout_seconds: None,
-        ttl_seconds_after_finished: None,
-        env_from_secrets: vec![],
-        pod_template: None,
-        cancel: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_applied_agentjobs_run_and_bad_specs_are_rejected_clearly() {
     let h = Harness::start().await;
@@ -560,9 +534,12 @@ async fn hand_applied_agentjobs_run_and_bad_specs_are_rejected_clearly() {
     let pp = PostParams::default();
 
     // A valid AgentJob without a queue job: runs, records its outcome in status only.
-    api.create(&pp, &hand_made("by-hand", spec(AgentJobKind::Ticket)))
-        .await
-        .unwrap();
+    api.create(
+        &pp,
+        &hand_made("by-hand", hand_made_spec(AgentJobKind::Ticket)),
+    )
+    .await
+    .unwrap();
     let aj = h
         .wait_agentjob("by-hand", "finished", AgentJob::is_finished)
         .await;
@@ -572,11 +549,14 @@ async fn hand_applied_agentjobs_run_and_bad_specs_are_rejected_clearly() {
     assert!(h.kube.get::<Job>(NS, "by-hand").is_some());
 
     // A review without a pull request number.
-    api.create(&pp, &hand_made("no-pr", spec(AgentJobKind::Review)))
-        .await
-        .unwrap();
+    api.create(
+        &pp,
+        &hand_made("no-pr", hand_made_spec(AgentJobKind::Review)),
+    )
+    .await
+    .unwrap();
     // A ticket id that is not a UUID, and a timeout below the minimum.
-    let mut bad = spec(AgentJobKind::Ticket);
+    let mut bad = hand_made_spec(AgentJobKind::Ticket);
     bad.ticket_id = "TICKET-42".into();
     bad.timeout_seconds = Some(5);
     api.create(&pp, &hand_made("bad-ids", bad)).await.unwrap();

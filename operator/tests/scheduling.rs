@@ -21,28 +21,15 @@ use uuid::Uuid;
 
 use support::*;
 
-fn hand_made(name: &str, template: Option<serde_json::Value>) -> AgentJob {
-    let mut aj = AgentJob::new(
+/// A hand-applied ticket AgentJob with its own pod template.
+fn templated(name: &str, template: serde_json::Value) -> AgentJob {
+    hand_made(
         name,
         AgentJobSpec {
-            project_id: Uuid::new_v4().to_string(),
-            ticket_id: Uuid::new_v4().to_string(),
-            kind: AgentJobKind::Ticket,
-            repo_url: "https://github.com/acme/shop".into(),
-            queue_job_id: None,
-            attempt: None,
-            review: None,
-            image: None,
-            resources: None,
-            timeout_seconds: None,
-            ttl_seconds_after_finished: None,
-            env_from_secrets: vec![],
-            pod_template: template.map(|t| serde_json::from_value(t).unwrap()),
-            cancel: false,
+            pod_template: Some(serde_json::from_value(template).unwrap()),
+            ..hand_made_spec(AgentJobKind::Ticket)
         },
-    );
-    aj.metadata.namespace = Some(NS.into());
-    aj
+    )
 }
 
 const DEFAULT_TEMPLATE: &str = "\
@@ -88,9 +75,7 @@ async fn pod_templates_merge_over_the_agent_pod_and_owned_fields_are_refused() {
         "priorityClassName": "agents-low",
         "containers": [{"name": "agent", "env": [{"name": "HTTPS_PROXY", "value": "http://other:3128"}]}]
     }});
-    api.create(&pp, &hand_made("templated", Some(own)))
-        .await
-        .unwrap();
+    api.create(&pp, &templated("templated", own)).await.unwrap();
     let aj = h
         .wait_agentjob("templated", "finished", AgentJob::is_finished)
         .await;
@@ -140,9 +125,7 @@ async fn pod_templates_merge_over_the_agent_pod_and_owned_fields_are_refused() {
             "spec.podTemplate.spec.volumes[root]",
         ),
     ] {
-        api.create(&pp, &hand_made(name, Some(template)))
-            .await
-            .unwrap();
+        api.create(&pp, &templated(name, template)).await.unwrap();
         let aj = h
             .wait_agentjob(name, "refused", AgentJob::is_finished)
             .await;
@@ -388,9 +371,7 @@ async fn a_pod_without_room_is_released_after_its_own_timeout_and_one_that_never
     ];
     for (name, template, needle) in cases {
         let started = std::time::Instant::now();
-        api.create(&pp, &hand_made(name, Some(template)))
-            .await
-            .unwrap();
+        api.create(&pp, &templated(name, template)).await.unwrap();
         let aj = h.wait_agentjob(name, "failed", AgentJob::is_finished).await;
         assert!(started.elapsed() < Duration::from_secs(3), "failed at once");
         assert!(

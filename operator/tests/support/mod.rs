@@ -16,7 +16,7 @@ use serde_json::Value;
 use terarchitect_api_server::testing::{Backend, TEST_SECRET_KEY, TestOptions, TestServer};
 use terarchitect_fake_apiserver::{FakeApiServer, JobController};
 use terarchitect_operator::config::RunConfig;
-use terarchitect_operator::crd::AgentJob;
+use terarchitect_operator::crd::{AgentJob, AgentJobKind, AgentJobSpec};
 use terarchitect_operator::metrics::Metrics;
 use terarchitect_worker_api::{JobState, JobStatus, WorkerApiClient};
 use tokio::task::JoinHandle;
@@ -309,4 +309,31 @@ impl Harness {
 /// Name of the AgentJob of queue job `id`.
 pub fn agentjob_name(id: Uuid) -> String {
     terarchitect_operator::dispatcher::agentjob_name(id)
+}
+
+/// An AgentJob as a person would `kubectl apply` it, in the test namespace.
+pub fn hand_made(name: &str, spec: AgentJobSpec) -> AgentJob {
+    let mut aj = AgentJob::new(name, spec);
+    aj.metadata.namespace = Some(NS.into());
+    aj
+}
+
+/// The smallest valid spec of a hand-applied AgentJob of `kind`.
+pub fn hand_made_spec(kind: AgentJobKind) -> AgentJobSpec {
+    AgentJobSpec {
+        project_id: Uuid::new_v4().to_string(),
+        ticket_id: Uuid::new_v4().to_string(),
+        kind,
+        repo_url: "https://github.com/acme/shop".into(),
+        queue_job_id: None,
+        attempt: None,
+        review: None,
+        image: None,
+        resources: None,
+        timeout_seconds: None,
+        ttl_seconds_after_finished: None,
+        env_from_secrets: vec![],
+        pod_template: None,
+        cancel: false,
+    }
 }
